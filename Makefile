@@ -1,0 +1,43 @@
+# `make setup` builds .venv and installs the project; `make test` lints and runs the tests.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+TORCH_VERSION ?= 2.13.0
+# Where the CPU build of torch lives when no local copy of it is found.
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+PYTEST_ARGS ?=
+
+.PHONY: setup test lint format clean
+
+setup: $(VENV)/.setup-done
+
+# Re-runs only when pyproject.toml changes, so `make setup` is cheap to call again.
+$(VENV)/.setup-done: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	@# torch goes in first and pinned: left to the dependency resolver, a machine without CUDA would
+	@# download a multi-GB CUDA build that it cannot use.
+	@if command -v nvidia-smi >/dev/null 2>&1; then \
+		echo "CUDA found: installing torch $(TORCH_VERSION) with CUDA"; \
+		$(BIN)/pip install "torch==$(TORCH_VERSION)"; \
+	else \
+		echo "no CUDA: installing the CPU build of torch $(TORCH_VERSION)"; \
+		$(BIN)/pip install "torch==$(TORCH_VERSION)+cpu" \
+			|| $(BIN)/pip install "torch==$(TORCH_VERSION)+cpu" --extra-index-url $(TORCH_CPU_INDEX); \
+	fi
+	$(BIN)/pip install -e ".[dev,space]"
+	touch $@
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: setup
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+test: lint
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) outputs .pytest_cache .ruff_cache

@@ -1,0 +1,151 @@
+"""The model card (README.md): Hub metadata with a model-index, then what a reader needs to trust and use it."""
+
+import os
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+CARD_FILE = "README.md"
+METRIC_NAMES = {"accuracy": "Accuracy", "f1_macro": "F1 (macro)", "f1": "F1 (binary)"}
+
+
+def write_model_card(
+    output_dir: str, results: dict, *, repo_id: str, method_summary: str, library_name: str = "transformers"
+) -> str:
+    """Write README.md from a run's results.json contents. `repo_id` is where the model is (or will be) found:
+    a Hub repo id or, for a local-only run, the output folder."""
+    card = ModelCard.from_template(
+        _card_data(results, repo_id, library_name),
+        template_str=_TEMPLATE,
+        title=repo_id.rstrip("/").split("/")[-1],
+        eval_split=results["eval_split"],
+        summary=_summary(results, method_summary),
+        metrics_table=_metrics_table(results["metrics"]),
+        per_class_table=_per_class_table(results["metrics"]),
+        usage=_usage(repo_id, library_name),
+        training=_training(results),
+        cost=_cost(results),
+    )
+    path = os.path.join(output_dir, CARD_FILE)
+    card.save(path)
+    return path
+
+
+def _card_data(results: dict, repo_id: str, library_name: str) -> ModelCardData:
+    on_hub = results["dataset"] if _is_hub_id(results["dataset"]) else None
+    eval_results = [
+        EvalResult(
+            task_type="text-classification",
+            task_name="Text Classification",
+            dataset_type=on_hub or "local",
+            dataset_name=results["dataset"],
+            dataset_split=results["eval_split"],
+            metric_type=metric if metric != "f1_macro" else "f1",
+            metric_name=METRIC_NAMES[metric],
+            metric_value=round(results["metrics"][metric], 4),
+            metric_config="macro" if metric == "f1_macro" else None,
+        )
+        for metric in METRIC_NAMES
+        if metric in results["metrics"]
+    ]
+    return ModelCardData(
+        model_name=repo_id.rstrip("/").split("/")[-1],
+        base_model=results["base_model"] if _is_hub_id(results["base_model"]) else None,
+        datasets=[on_hub] if on_hub else None,
+        library_name=library_name,
+        pipeline_tag="text-classification",
+        tags=["text-classification", results["method"].replace("_", "-")],
+        eval_results=eval_results,
+    )
+
+
+def _is_hub_id(name: str) -> bool:
+    """A Hub id, as opposed to a local path or a list of local files."""
+    return not (os.path.isabs(name) or name.startswith(".") or os.path.exists(name) or "," in name)
+
+
+def _summary(results: dict, method_summary: str) -> str:
+    return (
+        f"`{results['base_model']}` fine-tuned to classify text as {', '.join(f'`{n}`' for n in results['labels'])} "
+        f"on `{results['dataset']}`, with **{results['method'].replace('_', ' ')}**: {method_summary}"
+    )
+
+
+def _metrics_table(metrics: dict) -> str:
+    rows = [f"| {label} | {metrics[key]:.4f} |" for key, label in METRIC_NAMES.items() if key in metrics]
+    return "\n".join(["| metric | value |", "|---|---|", *rows])
+
+
+def _per_class_table(metrics: dict) -> str:
+    rows = [
+        f"| {name} | {m['precision']:.4f} | {m['recall']:.4f} | {m['f1']:.4f} | {m['support']} |"
+        for name, m in metrics["per_class"].items()
+    ]
+    return "\n".join(["| label | precision | recall | F1 | support |", "|---|---|---|---|---|", *rows])
+
+
+def _usage(repo_id: str, library_name: str) -> str:
+    if library_name == "setfit":
+        return (
+            "```python\nfrom setfit import SetFitModel\n\n"
+            f'model = SetFitModel.from_pretrained("{repo_id}")\n'
+            'print(model.predict(["What a great movie!"]))\n```'
+        )
+    return (
+        "```python\nfrom transformers import pipeline\n\n"
+        f'classifier = pipeline("text-classification", model="{repo_id}")\n'
+        'print(classifier("What a great movie!"))\n```'
+    )
+
+
+def _training(results: dict) -> str:
+    lines = [
+        f"- Training examples: {results['num_train_samples']}",
+        f"- Seed: {results['seed']}",
+        *(f"- {key}: {value}" for key, value in results["method_details"].items()),
+        *(f"- {key}: {value}" for key, value in results["hyperparameters"].items()),
+    ]
+    return "\n".join(lines)
+
+
+def _cost(results: dict) -> str:
+    memory = "peak GPU memory" if results["device"].startswith("cuda") else "peak process memory (RSS)"
+    speed = f"{results['train_samples_per_second']:.1f} samples/s"
+    return "\n".join(
+        [
+            f"- Training time: {results['train_runtime_s']:.1f} s ({speed})",
+            f"- Device: {results['device']}",
+            f"- {memory}: {results['peak_memory_mb']:.0f} MB",
+            f"- Trainable parameters: {results['trainable_params']:,} of {results['total_params']:,}",
+            "- Versions: " + ", ".join(f"{k} {v}" for k, v in results["versions"].items()),
+        ]
+    )
+
+
+_TEMPLATE = """---
+{{ card_data }}
+---
+
+# {{ title }}
+
+{{ summary }}
+
+## Results on the {{ eval_split }} split
+
+{{ metrics_table }}
+
+{{ per_class_table }}
+
+## How to use
+
+{{ usage }}
+
+## Training
+
+{{ training }}
+
+## Training cost
+
+{{ cost }}
+
+The full numbers are in `results.json` next to this card.
+"""

@@ -1,0 +1,30 @@
+"""Errors that end a run with one clear message instead of a traceback, and how the command line reports them."""
+
+import contextlib
+import sys
+
+
+class CliError(Exception):
+    """An error whose message alone tells the user what happened and what to do."""
+
+    def __init__(self, problems: str | list[str]):
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("\n".join(f"- {p}" for p in self.problems) if len(self.problems) > 1 else self.problems[0])
+
+
+class InputError(CliError, ValueError):
+    """Bad input: a flag, a column, a value, a token. Raised before any expensive work starts."""
+
+
+class PublishError(CliError, RuntimeError):
+    """Publishing failed after training; the trained model is still on disk."""
+
+
+@contextlib.contextmanager
+def exit_on_cli_error():
+    """Print a CliError as `error: ...` and exit: 2 for bad input (as argparse does for a bad flag), else 1."""
+    try:
+        yield
+    except CliError as err:
+        print(f"error: {err}" if len(err.problems) == 1 else f"error:\n{err}", file=sys.stderr)
+        sys.exit(2 if isinstance(err, InputError) else 1)

@@ -1,0 +1,32 @@
+"""The end of every run: results.json and the model card into output_dir, then the push when one was asked for."""
+
+import logging
+
+from shared.card import write_model_card
+from shared.hub import HubTarget, push_folder
+from shared.results import write_results
+
+logger = logging.getLogger(__name__)
+
+
+def publish(
+    output_dir: str,
+    results: dict,
+    target: HubTarget | None,
+    *,
+    method_summary: str,
+    library_name: str = "transformers",
+) -> str:
+    """Write results.json and README.md next to the saved model and push the folder to `target` if given.
+
+    Returns where the model can be loaded from: the Hub repo id, or output_dir for a local-only run.
+    """
+    location = target.repo_id if target else output_dir
+    write_results(output_dir, results)
+    write_model_card(output_dir, results, repo_id=location, method_summary=method_summary, library_name=library_name)
+    if target:
+        push_folder(
+            output_dir, target, commit_message=f"{results['method']}: {results['base_model']} on {results['dataset']}"
+        )
+    logger.info("model, card and results are in %s", output_dir)
+    return location

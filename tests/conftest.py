@@ -1,0 +1,137 @@
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from huggingface_hub import constants
+from transformers import TrainingArguments
+
+from hub_server import HubServer
+from shared.args import DataArguments, ModelArguments
+from tiny import FAMILIES, build_tiny_encoder, write_reviews_csv
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# A token distinctive enough that finding it anywhere (a file, a log line) can only mean it leaked.
+TOKEN = "hf_TestTokenThatMustNeverBeWritten1234567"
+USER, ORG = "alice", "test-org"
+
+
+@pytest.fixture(scope="session")
+def tiny_encoders(tmp_path_factory) -> dict[str, str]:
+    """One tiny random encoder per family, saved as a local pretrained checkpoint."""
+    root = tmp_path_factory.mktemp("encoders")
+    return {family: build_tiny_encoder(family, str(root / family)) for family in FAMILIES}
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tiny_encoders) -> str:
+    return tiny_encoders["bert"]
+
+
+@pytest.fixture(scope="session")
+def reviews(tmp_path_factory) -> dict[str, str]:
+    """Train/validation/test CSVs of tiny reviews, columns `review` and `sentiment` (negative/positive)."""
+    root = tmp_path_factory.mktemp("reviews")
+    return {
+        split: write_reviews_csv(str(root / f"{split}.csv"), n, seed)
+        for split, n, seed in (("train", 48, 0), ("validation", 16, 1), ("test", 16, 2))
+    }
+
+
+@pytest.fixture
+def data_args(reviews) -> DataArguments:
+    return DataArguments(
+        train_file=reviews["train"],
+        validation_file=reviews["validation"],
+        test_file=reviews["test"],
+        text_column_name="review",
+        label_column_name="sentiment",
+        max_seq_length=32,
+    )
+
+
+@pytest.fixture
+def training_args(tmp_path) -> TrainingArguments:
+    """A few quick steps: enough to change every weight, not enough to slow the suite."""
+    return TrainingArguments(
+        output_dir=str(tmp_path / "run"),
+        max_steps=3,
+        per_device_train_batch_size=8,
+        per_device_eval_batch_size=16,
+        learning_rate=1e-3,
+        report_to="none",
+        save_strategy="no",
+        eval_strategy="no",
+        train_sampling_strategy="group_by_length",
+        seed=7,
+        disable_tqdm=True,
+    )
+
+
+def model_args_for(path: str) -> ModelArguments:
+    return ModelArguments(model_name_or_path=path)
+
+
+@pytest.fixture
+def hub(monkeypatch):
+    """A Hub-compatible server on 127.0.0.1 that knows TOKEN as USER (a member of ORG).
+
+    The environment points huggingface_hub's real client at it, for this process (constants are read at
+    import, so they are set too) and for the subprocesses the tests start.
+    """
+    with HubServer(tokens={TOKEN: USER}, orgs={USER: [ORG]}) as server:
+        env = {"HF_ENDPOINT": server.url, "HF_TOKEN": TOKEN, "HF_HUB_DISABLE_XET": "1"}
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        monkeypatch.setattr(constants, "ENDPOINT", server.url)
+        monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
+        server.env = env
+        yield server
+
+
+@pytest.fixture(autouse=True)
+def _isolated_hf_home(tmp_path, monkeypatch):
+    """Each test gets its own Hub cache and no stored login, so nothing leaks between tests or from the host."""
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    monkeypatch.setattr(constants, "HF_HOME", str(tmp_path / "hf_home"))
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "hf_home" / "token"))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf_home" / "hub"))
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+
+
+def run_script(args: list[str], env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run a command from the project root in a fresh process, the way a user would."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false", **(env or {})}
+    return subprocess.run(args, cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+def accelerate_launch(script: str, *flags: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    launcher = os.path.join(os.path.dirname(sys.executable), "accelerate")
+    config = os.path.join(ROOT, "accelerate_config.yaml")
+    return run_script([launcher, "launch", "--config_file", config, os.path.join(ROOT, script), *flags], env=env)
+
+
+def load_trainer(name: str):
+    """Import a script from trainers/ (a folder of standalone scripts, not a package) to call its main()."""
+    path = os.path.join(ROOT, "trainers", f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"trainers_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def predict_in_fresh_process(model: str, texts: list[str], env: dict | None = None) -> list[dict]:
+    """What a user gets from plain transformers.pipeline in a new Python process, with no project code."""
+    code = (
+        "import json, sys\n"
+        "from transformers import pipeline\n"
+        f"classifier = pipeline('text-classification', model={model!r})\n"
+        f"print('PREDICTIONS', json.dumps(classifier({texts!r})))\n"
+        "assert 'shared' not in sys.modules, 'project code was imported'\n"
+    )
+    result = run_script([sys.executable, "-c", code], env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    line = next(line for line in result.stdout.splitlines() if line.startswith("PREDICTIONS "))
+    return json.loads(line.removeprefix("PREDICTIONS "))

@@ -1,0 +1,346 @@
+"""A Hub-compatible server on 127.0.0.1 for the tests: the endpoints huggingface_hub's real client calls.
+
+It speaks the Hub's HTTP API for what publishing and loading use: whoami, repo create, repo info, preupload,
+the LFS batch API with basic transfers, the LFS upload itself, NDJSON commits, the file tree and resolve.
+Files are kept in memory, every commit is a snapshot, and faults can be queued to test retries and errors.
+The client is pointed here with HF_ENDPOINT; HF_HUB_DISABLE_XET=1 makes it use the LFS upload path (Xet's
+content-addressed storage protocol is out of scope for a test server).
+"""
+
+import base64
+import hashlib
+import json
+import re
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+# The Hub stores these in LFS; everything else is a regular git blob.
+LFS_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".pkl", ".joblib", ".parquet", ".png", ".onnx")
+REPO_TYPES = {"models": "model", "datasets": "dataset", "spaces": "space"}
+
+
+@dataclass
+class Commit:
+    oid: str
+    message: str
+    files: dict[str, bytes]
+    lfs: set[str]
+
+
+@dataclass
+class Repo:
+    repo_id: str
+    repo_type: str
+    private: bool
+    owner: str
+    sdk: str | None = None
+    commits: list[Commit] = field(default_factory=list)
+
+    def snapshot(self, revision: str) -> Commit | None:
+        if not self.commits:
+            return Commit(oid="0" * 40, message="", files={}, lfs=set()) if revision == "main" else None
+        if revision == "main":
+            return self.commits[-1]
+        return next((c for c in self.commits if c.oid == revision), None)
+
+
+@dataclass
+class Fault:
+    """Answer the next `times` requests whose method matches and whose path matches `path_regex` with `status`."""
+
+    method: str
+    path_regex: str
+    status: int
+    times: int = 1
+
+
+class HubState:
+    def __init__(self, tokens: dict[str, str], orgs: dict[str, list[str]]):
+        self.tokens = tokens  # token -> user name
+        self.orgs = orgs  # user name -> organisations it may write to
+        self.repos: dict[tuple[str, str], Repo] = {}
+        self.lfs_objects: dict[str, bytes] = {}
+        self.faults: list[Fault] = []
+        self.requests: list[tuple[str, str]] = []
+        self.lock = threading.Lock()
+
+    def add_fault(self, method: str, path_regex: str, status: int, times: int = 1) -> None:
+        self.faults.append(Fault(method, path_regex, status, times))
+
+    def take_fault(self, method: str, path: str) -> int | None:
+        with self.lock:
+            for fault in self.faults:
+                if fault.method == method and re.search(fault.path_regex, path) and fault.times > 0:
+                    fault.times -= 1
+                    return fault.status
+        return None
+
+    def repo(self, repo_id: str, repo_type: str = "model") -> Repo | None:
+        return self.repos.get((repo_type, repo_id))
+
+
+class HubHandler(BaseHTTPRequestHandler):
+    server_version = "TestHub/1.0"
+    protocol_version = "HTTP/1.1"
+
+    # ---- plumbing -------------------------------------------------------------------------------------------
+    @property
+    def state(self) -> HubState:
+        return self.server.state
+
+    def log_message(self, format, *args):  # keep pytest output quiet; requests are recorded in state.requests
+        pass
+
+    def _body(self) -> bytes:
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def _user(self) -> str | None:
+        auth = self.headers.get("Authorization", "")
+        return self.state.tokens.get(auth.removeprefix("Bearer ").strip()) if auth.startswith("Bearer ") else None
+
+    def _send(self, status: int, payload=None, headers: dict | None = None, body: bytes | None = None):
+        if body is None:
+            body = json.dumps(payload).encode() if payload is not None else b""
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json" if payload is not None else "application/octet-stream")
+        self.send_header("Content-Length", str(len(body)))
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _error(self, status: int, message: str, code: str | None = None):
+        headers = {"X-Error-Message": message}
+        if code:
+            headers["X-Error-Code"] = code
+        self._send(status, {"error": message}, headers)
+
+    def _dispatch(self):
+        path = self.path.split("?", 1)[0]
+        self.state.requests.append((self.command, path))
+        fault = self.state.take_fault(self.command, path)
+        if fault:
+            self._body()
+            return self._error(fault, f"injected fault {fault}")
+        for method, pattern, handler in ROUTES:
+            match = re.fullmatch(pattern, path)
+            if method == self.command and match:
+                try:
+                    return handler(self, **match.groupdict())
+                except Exception as err:  # a bug here should fail the test loudly, not hang the client
+                    return self._error(500, f"test hub server error: {err!r}")
+        self._error(404, f"no route for {self.command} {path}")
+
+    do_GET = do_POST = do_PUT = do_HEAD = _dispatch
+
+    # ---- access ---------------------------------------------------------------------------------------------
+    def _readable(self, repo_type: str, repo_id: str) -> Repo | None:
+        """The repo when this request may see it; otherwise answers 401/404 the way the Hub does and returns None."""
+        repo = self.state.repo(repo_id, repo_type)
+        user = self._user()
+        if repo is None or (repo.private and user not in self._writers(repo)):
+            self._error(401 if user is None else 404, "Repository not found", "RepoNotFound")
+            return None
+        return repo
+
+    def _writable(self, repo_type: str, repo_id: str) -> Repo | None:
+        repo = self._readable(repo_type, repo_id)
+        if repo is not None and self._user() not in self._writers(repo):
+            self._error(403, "You don't have the rights to write to this repository")
+            return None
+        return repo
+
+    def _writers(self, repo: Repo) -> set[str]:
+        return {user for user in self.state.tokens.values() if repo.owner in [user, *self.state.orgs.get(user, [])]}
+
+    # ---- endpoints ------------------------------------------------------------------------------------------
+    def whoami(self):
+        user = self._user()
+        if user is None:
+            return self._error(401, "Invalid credentials in Authorization header")
+        orgs = [{"name": org, "type": "org"} for org in self.state.orgs.get(user, [])]
+        self._send(200, {"type": "user", "name": user, "orgs": orgs, "auth": {"accessToken": {"role": "write"}}})
+
+    def create_repo(self):
+        user = self._user()
+        if user is None:
+            return self._error(401, "Invalid credentials in Authorization header")
+        payload = json.loads(self._body() or b"{}")
+        owner = payload.get("organization") or user
+        repo_type = payload.get("type") or "model"
+        repo_id = f"{owner}/{payload['name']}"
+        if owner not in [user, *self.state.orgs.get(user, [])]:
+            return self._error(403, f"You don't have the rights to create a repo under {owner}")
+        url = f"{self.server.url}/{'' if repo_type == 'model' else repo_type + 's/'}{repo_id}"
+        with self.state.lock:
+            if self.state.repo(repo_id, repo_type) is not None:
+                # The Hub names the existing repo's URL, and the client reads it.
+                return self._send(409, {"error": "You already created this repo", "url": url})
+            private = payload.get("visibility") == "private" or bool(payload.get("private"))
+            self.state.repos[(repo_type, repo_id)] = Repo(repo_id, repo_type, private, owner, payload.get("sdk"))
+        self._send(200, {"url": url, "name": repo_id})
+
+    def repo_info(self, kind: str, repo_id: str, revision: str = "main"):
+        repo = self._readable(REPO_TYPES[kind], repo_id)
+        if repo is None:
+            return
+        commit = repo.snapshot(revision)
+        if commit is None:
+            return self._error(404, f"Invalid rev id: {revision}", "RevisionNotFound")
+        info = {
+            "id": repo_id,
+            "private": repo.private,
+            "sha": commit.oid,
+            "siblings": [{"rfilename": path} for path in sorted(commit.files)],
+            "tags": [],
+        }
+        if repo.sdk:
+            info["sdk"] = repo.sdk
+        self._send(200, info)
+
+    def preupload(self, kind: str, repo_id: str, revision: str):
+        if self._writable(REPO_TYPES[kind], repo_id) is None:
+            return
+        files = json.loads(self._body())["files"]
+        modes = [
+            {
+                "path": f["path"],
+                "uploadMode": "lfs" if _is_lfs(f["path"], f["size"]) else "regular",
+                "shouldIgnore": False,
+            }
+            for f in files
+        ]
+        self._send(200, {"files": modes})
+
+    def lfs_batch(self, prefix: str, repo_id: str):
+        kind = prefix.rstrip("/") + "s" if prefix else "models"
+        if self._writable(REPO_TYPES[kind], repo_id) is None:
+            return
+        objects = []
+        for obj in json.loads(self._body())["objects"]:
+            entry = {"oid": obj["oid"], "size": obj["size"]}
+            if obj["oid"] not in self.state.lfs_objects:
+                entry["actions"] = {"upload": {"href": f"{self.server.url}/lfs-storage/{obj['oid']}"}}
+            objects.append(entry)
+        self._send(200, {"transfer": "basic", "objects": objects})
+
+    def lfs_upload(self, oid: str):
+        data = self._body()
+        if hashlib.sha256(data).hexdigest() != oid:
+            return self._error(400, "sha256 does not match the object id")
+        self.state.lfs_objects[oid] = data
+        self._send(200, {})
+
+    def commit(self, kind: str, repo_id: str, revision: str):
+        repo = self._writable(REPO_TYPES[kind], repo_id)
+        if repo is None:
+            return
+        lines = [json.loads(line) for line in self._body().splitlines() if line.strip()]
+        with self.state.lock:
+            head = repo.snapshot("main")
+            files, lfs = dict(head.files), set(head.lfs)
+            message = ""
+            for line in lines:
+                key, value = line["key"], line["value"]
+                if key == "header":
+                    message = value["summary"]
+                elif key == "file":
+                    files[value["path"]] = base64.b64decode(value["content"])
+                    lfs.discard(value["path"])
+                elif key == "lfsFile":
+                    if value["oid"] not in self.state.lfs_objects:
+                        return self._error(422, f"LFS object {value['oid']} was never uploaded")
+                    files[value["path"]] = self.state.lfs_objects[value["oid"]]
+                    lfs.add(value["path"])
+                elif key == "deletedFile":
+                    files.pop(value["path"], None)
+            oid = hashlib.sha1(f"{repo_id}:{len(repo.commits)}:{sorted(files)}".encode()).hexdigest()
+            repo.commits.append(Commit(oid, message, files, lfs))
+        url = f"{self.server.url}/{repo_id}/commit/{oid}"
+        self._send(200, {"commitUrl": url, "commitOid": oid, "pullRequestUrl": None, "success": True})
+
+    def tree(self, kind: str, repo_id: str, revision: str, path: str | None = None):
+        repo = self._readable(REPO_TYPES[kind], repo_id)
+        if repo is None:
+            return
+        commit = repo.snapshot(revision)
+        if commit is None:
+            return self._error(404, f"Invalid rev id: {revision}", "RevisionNotFound")
+        prefix = path.strip("/") + "/" if path and path.strip("/") else ""
+        entries = [
+            _tree_entry(name, data, name in commit.lfs)
+            for name, data in sorted(commit.files.items())
+            if name.startswith(prefix)
+        ]
+        self._send(200, entries)
+
+    def resolve(self, prefix: str, repo_id: str, revision: str, path: str):
+        kind = prefix.rstrip("/") + "s" if prefix else "models"
+        repo = self._readable(REPO_TYPES[kind], repo_id)
+        if repo is None:
+            return
+        commit = repo.snapshot(revision)
+        if commit is None:
+            return self._error(404, f"Invalid rev id: {revision}", "RevisionNotFound")
+        if path not in commit.files:
+            return self._error(404, "Entry not found", "EntryNotFound")
+        data = commit.files[path]
+        etag = hashlib.sha256(data).hexdigest() if path in commit.lfs else _git_blob_oid(data)
+        headers = {"X-Repo-Commit": commit.oid, "ETag": f'"{etag}"'}
+        if path in commit.lfs:
+            headers.update({"X-Linked-Etag": f'"{etag}"', "X-Linked-Size": str(len(data))})
+        self._send(200, headers=headers, body=data)
+
+
+def _is_lfs(path: str, size: int) -> bool:
+    return path.endswith(LFS_SUFFIXES) or size > 10 * 2**20
+
+
+def _git_blob_oid(data: bytes) -> str:
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def _tree_entry(path: str, data: bytes, is_lfs: bool) -> dict:
+    entry = {"type": "file", "path": path, "size": len(data), "oid": _git_blob_oid(data)}
+    if is_lfs:
+        entry["lfs"] = {"oid": hashlib.sha256(data).hexdigest(), "size": len(data), "pointerSize": 134}
+    return entry
+
+
+_REPO = r"(?P<repo_id>[\w.-]+/[\w.-]+)"
+_KIND = r"(?P<kind>models|datasets|spaces)"
+_PREFIX = r"(?P<prefix>(?:datasets/|spaces/)?)"
+ROUTES = [
+    ("GET", r"/api/whoami-v2", HubHandler.whoami),
+    ("POST", r"/api/repos/create", HubHandler.create_repo),
+    ("GET", rf"/api/{_KIND}/{_REPO}", HubHandler.repo_info),
+    ("GET", rf"/api/{_KIND}/{_REPO}/revision/(?P<revision>[^/]+)", HubHandler.repo_info),
+    ("POST", rf"/api/{_KIND}/{_REPO}/preupload/(?P<revision>[^/]+)", HubHandler.preupload),
+    ("POST", rf"/api/{_KIND}/{_REPO}/commit/(?P<revision>[^/]+)", HubHandler.commit),
+    ("GET", rf"/api/{_KIND}/{_REPO}/tree/(?P<revision>[^/]+)(?:/(?P<path>.*))?", HubHandler.tree),
+    ("POST", rf"/{_PREFIX}{_REPO}\.git/info/lfs/objects/batch", HubHandler.lfs_batch),
+    ("PUT", r"/lfs-storage/(?P<oid>[0-9a-f]{64})", HubHandler.lfs_upload),
+    ("GET", rf"/{_PREFIX}{_REPO}/resolve/(?P<revision>[^/]+)/(?P<path>.+)", HubHandler.resolve),
+    ("HEAD", rf"/{_PREFIX}{_REPO}/resolve/(?P<revision>[^/]+)/(?P<path>.+)", HubHandler.resolve),
+]
+
+
+class HubServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, tokens: dict[str, str], orgs: dict[str, list[str]] | None = None):
+        super().__init__(("127.0.0.1", 0), HubHandler)
+        self.state = HubState(tokens, orgs or {})
+        self.url = f"http://127.0.0.1:{self.server_address[1]}"
+        self._thread = threading.Thread(target=self.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.shutdown()
+        self.server_close()

@@ -1,0 +1,108 @@
+"""Tiny, offline stand-ins for real encoders and datasets: random weights, a vocabulary of a few dozen words.
+
+Each family gets its own tokenizer type and config, so the trainers meet the same differences (token type ids
+or not, padding ids, relative attention) that they would meet with the real checkpoints.
+"""
+
+import csv
+import random
+
+from transformers import (
+    BertConfig,
+    BertForMaskedLM,
+    BertTokenizer,
+    DebertaV2Config,
+    DebertaV2ForMaskedLM,
+    DebertaV2Tokenizer,
+    DistilBertConfig,
+    DistilBertForMaskedLM,
+    DistilBertTokenizer,
+    MPNetConfig,
+    MPNetForMaskedLM,
+    MPNetTokenizer,
+    RobertaConfig,
+    RobertaForMaskedLM,
+    RobertaTokenizer,
+)
+
+POSITIVE = ["great", "wonderful", "loved", "brilliant", "moving", "fun", "superb", "charming"]
+NEGATIVE = ["awful", "boring", "hated", "dull", "terrible", "messy", "weak", "tedious"]
+FILLER = ["the", "movie", "film", "plot", "acting", "was", "really", "a", "and", "story", "cast", "so", "it"]
+WORDS = POSITIVE + NEGATIVE + FILLER
+FAMILIES = ["bert", "roberta", "distilbert", "mpnet", "deberta-v2"]
+MAX_LENGTH = 64
+SIZE = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 37}
+
+
+def build_tiny_encoder(family: str, path: str) -> str:
+    """Save a random masked-LM encoder of `family` with its tokenizer to `path`; a classifier loads from it
+    with a new head, as it would from a real pretrained checkpoint."""
+    tokenizer = _tokenizer(family)
+    tokenizer.model_max_length = MAX_LENGTH
+    vocab_size = len(tokenizer)
+    special = {"pad_token_id": tokenizer.pad_token_id}
+    if family == "bert":
+        model = BertForMaskedLM(BertConfig(vocab_size=vocab_size, max_position_embeddings=MAX_LENGTH, **SIZE, **special))
+    elif family == "roberta":
+        config = RobertaConfig(vocab_size=vocab_size, max_position_embeddings=MAX_LENGTH + 2, **SIZE, **special)
+        model = RobertaForMaskedLM(config)
+    elif family == "distilbert":
+        config = DistilBertConfig(
+            vocab_size=vocab_size, max_position_embeddings=MAX_LENGTH, dim=32, n_layers=2, n_heads=2, hidden_dim=37
+        )
+        model = DistilBertForMaskedLM(config)
+    elif family == "mpnet":
+        model = MPNetForMaskedLM(MPNetConfig(vocab_size=vocab_size, max_position_embeddings=MAX_LENGTH + 2, **SIZE))
+    elif family == "deberta-v2":
+        config = DebertaV2Config(
+            vocab_size=vocab_size,
+            max_position_embeddings=MAX_LENGTH,
+            relative_attention=True,
+            pos_att_type=["p2c", "c2p"],
+            position_biased_input=False,
+            **SIZE,
+            **special,
+        )
+        model = DebertaV2ForMaskedLM(config)
+    else:
+        raise ValueError(family)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def _tokenizer(family: str):
+    if family in ("bert", "distilbert"):
+        cls = BertTokenizer if family == "bert" else DistilBertTokenizer
+        return cls(vocab={t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS])})
+    if family == "mpnet":
+        return MPNetTokenizer(vocab={t: i for i, t in enumerate(["<s>", "<pad>", "</s>", "[UNK]", "<mask>", *WORDS])})
+    if family == "roberta":
+        vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3, "<mask>": 4}
+        for token in [f"Ġ{w}" for w in WORDS] + list("abcdefghijklmnopqrstuvwxyzĠ.,!'"):
+            vocab.setdefault(token, len(vocab))
+        return RobertaTokenizer(vocab=vocab, merges=[])
+    if family == "deberta-v2":
+        pieces = [(t, 0.0) for t in ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]]
+        return DebertaV2Tokenizer(vocab=pieces + [(f"▁{w}", -1.0) for w in WORDS])
+    raise ValueError(family)
+
+
+def review(rng: random.Random, positive: bool) -> str:
+    """A short review whose sentiment shows in two of its words."""
+    words = rng.sample(FILLER, 5) + rng.sample(POSITIVE if positive else NEGATIVE, 2)
+    rng.shuffle(words)
+    return " ".join(words)
+
+
+def write_reviews_csv(path: str, n: int, seed: int, label_names=("negative", "positive")) -> str:
+    """`n` balanced reviews with string labels, columns `review` and `sentiment` (not the default names, so
+    tests exercise the column mapping)."""
+    rng = random.Random(seed)
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["review", "sentiment", "source"])
+        for i in range(n):
+            positive = i % 2 == 1
+            writer.writerow([review(rng, positive), label_names[int(positive)], "tiny"])
+    return path
