@@ -1,6 +1,7 @@
 """A Hub-compatible server on 127.0.0.1 for the tests: the endpoints huggingface_hub's real client calls.
 
-It speaks the Hub's HTTP API for what publishing and loading use: whoami, repo create, repo info, preupload,
+It speaks the Hub's HTTP API for what publishing and loading use: whoami, repo create, repo info, README
+metadata validation, preupload,
 the LFS batch API with basic transfers, the LFS upload itself, NDJSON commits, the file tree and resolve.
 Files are kept in memory, every commit is a snapshot, and faults can be queued to test retries and errors.
 The client is pointed here with HF_ENDPOINT; HF_HUB_DISABLE_XET=1 makes it use the LFS upload path (Xet's
@@ -14,6 +15,8 @@ import re
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import yaml
 
 # The Hub stores these in LFS; everything else is a regular git blob.
 LFS_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".pkl", ".joblib", ".parquet", ".png", ".onnx")
@@ -183,6 +186,19 @@ class HubHandler(BaseHTTPRequestHandler):
             self.state.repos[(repo_type, repo_id)] = Repo(repo_id, repo_type, private, owner, payload.get("sdk"))
         self._send(200, {"url": url, "name": repo_id})
 
+    def validate_yaml(self):
+        """The Hub checks a README's metadata block before a commit that adds one; so do we, with YAML's parser."""
+        content = json.loads(self._body())["content"]
+        match = re.match(r"^---\n(.*?)\n---\n", content, re.S)
+        try:
+            metadata = yaml.safe_load(match.group(1)) if match else {}
+        except yaml.YAMLError as err:
+            return self._send(400, {"errors": [{"message": f"invalid YAML: {err}"}]})
+        entries = (metadata or {}).get("model-index", [])
+        if any("name" not in entry or "results" not in entry for entry in entries):
+            return self._send(400, {"errors": [{"message": "model-index entries need a name and results"}]})
+        self._send(200, {"warnings": []})
+
     def repo_info(self, kind: str, repo_id: str, revision: str = "main"):
         repo = self._readable(REPO_TYPES[kind], repo_id)
         if repo is None:
@@ -316,6 +332,7 @@ _PREFIX = r"(?P<prefix>(?:datasets/|spaces/)?)"
 ROUTES = [
     ("GET", r"/api/whoami-v2", HubHandler.whoami),
     ("POST", r"/api/repos/create", HubHandler.create_repo),
+    ("POST", r"/api/validate-yaml", HubHandler.validate_yaml),
     ("GET", rf"/api/{_KIND}/{_REPO}", HubHandler.repo_info),
     ("GET", rf"/api/{_KIND}/{_REPO}/revision/(?P<revision>[^/]+)", HubHandler.repo_info),
     ("POST", rf"/api/{_KIND}/{_REPO}/preupload/(?P<revision>[^/]+)", HubHandler.preupload),

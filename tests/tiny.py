@@ -42,7 +42,8 @@ def build_tiny_encoder(family: str, path: str) -> str:
     vocab_size = len(tokenizer)
     special = {"pad_token_id": tokenizer.pad_token_id}
     if family == "bert":
-        model = BertForMaskedLM(BertConfig(vocab_size=vocab_size, max_position_embeddings=MAX_LENGTH, **SIZE, **special))
+        config = BertConfig(vocab_size=vocab_size, max_position_embeddings=MAX_LENGTH, **SIZE, **special)
+        model = BertForMaskedLM(config)
     elif family == "roberta":
         config = RobertaConfig(vocab_size=vocab_size, max_position_embeddings=MAX_LENGTH + 2, **SIZE, **special)
         model = RobertaForMaskedLM(config)

@@ -61,7 +61,10 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: Tr
         train_dataset=tokenized["train"],
         eval_dataset=tokenized["validation"],
         processing_class=tokenizer,
-        data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if training_args.mixed_precision != "no" else None),
+        # Lengths in multiples of 8 suit tensor cores under mixed precision.
+        data_collator=DataCollatorWithPadding(
+            tokenizer, pad_to_multiple_of=8 if training_args.mixed_precision != "no" else None
+        ),
         compute_metrics=trainer_compute_metrics(len(names)),
     )
     train_output = trainer.train()
@@ -91,6 +94,7 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: Tr
 
 
 if __name__ == "__main__":
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
+    logging.getLogger("shared").setLevel(logging.INFO)
     with exit_on_cli_error():
         main(*parse_cli([ModelArguments, DataArguments, TrainingArguments], __doc__, **BOOK_RECIPE))
