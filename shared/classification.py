@@ -3,11 +3,31 @@ method's second phase share, so the three train and evaluate a classifier the sa
 
 import numpy as np
 from datasets import DatasetDict
-from transformers import AutoModelForSequenceClassification, PreTrainedTokenizerBase, Trainer, TrainingArguments
+from transformers import (
+    AutoModelForSequenceClassification,
+    DataCollatorWithPadding,
+    PreTrainedTokenizerBase,
+    Trainer,
+    TrainingArguments,
+)
 
 from shared.args import DataArguments
 from shared.hub import load_pretrained
-from shared.metrics import classification_metrics
+from shared.metrics import classification_metrics, trainer_compute_metrics
+
+# Command-line defaults of the Trainer-based scripts: the book's recipe (lr 2e-5, batch 16, one epoch, weight
+# decay 0.01), length-grouped batches, an evaluation after each epoch, no checkpoints unless asked for.
+BOOK_RECIPE = {
+    "learning_rate": 2e-5,
+    "per_device_train_batch_size": 16,
+    "per_device_eval_batch_size": 16,
+    "num_train_epochs": 1,
+    "weight_decay": 0.01,
+    "eval_strategy": "epoch",
+    "save_strategy": "no",
+    "report_to": "none",
+    "train_sampling_strategy": "group_by_length",
+}
 
 
 def tokenize_splits(splits: DatasetDict, tokenizer: PreTrainedTokenizerBase, max_seq_length: int) -> DatasetDict:
@@ -31,6 +51,22 @@ def load_classifier(model_name_or_path: str, revision: str, label_names: list[st
         num_labels=len(label_names),
         id2label=dict(enumerate(label_names)),
         label2id={name: i for i, name in enumerate(label_names)},
+    )
+
+
+def classifier_trainer(model, tokenizer, tokenized: DatasetDict, training_args: TrainingArguments) -> Trainer:
+    """A Trainer on train, evaluating on validation, with batches padded only as far as their longest text."""
+    return Trainer(
+        model=model,
+        args=training_args,
+        train_dataset=tokenized["train"],
+        eval_dataset=tokenized["validation"],
+        processing_class=tokenizer,
+        # Lengths in multiples of 8 suit tensor cores under mixed precision.
+        data_collator=DataCollatorWithPadding(
+            tokenizer, pad_to_multiple_of=8 if training_args.mixed_precision != "no" else None
+        ),
+        compute_metrics=trainer_compute_metrics(model.config.num_labels),
     )
 
 

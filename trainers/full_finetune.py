@@ -14,31 +14,25 @@ model card and results.json, and with --push_to_hub the same files are published
 
 import logging
 
-from transformers import AutoTokenizer, DataCollatorWithPadding, Trainer, TrainingArguments, set_seed
+from transformers import AutoTokenizer, TrainingArguments, set_seed
 
 from shared.args import DataArguments, ModelArguments, hub_args_from, parse_cli
-from shared.classification import evaluate_classifier, hyperparameters, load_classifier, tokenize_splits
+from shared.classification import (
+    BOOK_RECIPE,
+    classifier_trainer,
+    evaluate_classifier,
+    hyperparameters,
+    load_classifier,
+    tokenize_splits,
+)
 from shared.data import dataset_source, eval_split_name, label_names, load_labeled_data
 from shared.errors import exit_on_cli_error
 from shared.hub import load_pretrained, preflight
-from shared.metrics import trainer_compute_metrics
 from shared.publish import publish
 from shared.results import build_results, count_parameters
 
 METHOD = "full_finetune"
 SUMMARY = "every weight of the pretrained encoder and of the new classification head is trained."
-BOOK_RECIPE = {
-    "learning_rate": 2e-5,
-    "per_device_train_batch_size": 16,
-    "per_device_eval_batch_size": 16,
-    "num_train_epochs": 1,
-    "weight_decay": 0.01,
-    "eval_strategy": "epoch",
-    "save_strategy": "no",
-    "report_to": "none",
-    "train_sampling_strategy": "group_by_length",
-    "output_dir": f"outputs/{METHOD}",
-}
 
 
 def main(model_args: ModelArguments, data_args: DataArguments, training_args: TrainingArguments) -> dict:
@@ -55,18 +49,7 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: Tr
     model = load_classifier(model_args.model_name_or_path, model_args.model_revision, names)
     trainable_params, total_params = count_parameters(model)
 
-    trainer = Trainer(
-        model=model,
-        args=training_args,
-        train_dataset=tokenized["train"],
-        eval_dataset=tokenized["validation"],
-        processing_class=tokenizer,
-        # Lengths in multiples of 8 suit tensor cores under mixed precision.
-        data_collator=DataCollatorWithPadding(
-            tokenizer, pad_to_multiple_of=8 if training_args.mixed_precision != "no" else None
-        ),
-        compute_metrics=trainer_compute_metrics(len(names)),
-    )
+    trainer = classifier_trainer(model, tokenizer, tokenized, training_args)
     train_output = trainer.train()
     eval_split = eval_split_name(splits)
     metrics = evaluate_classifier(trainer, tokenized[eval_split], names)
@@ -97,4 +80,5 @@ if __name__ == "__main__":
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
     logging.getLogger("shared").setLevel(logging.INFO)
     with exit_on_cli_error():
-        main(*parse_cli([ModelArguments, DataArguments, TrainingArguments], __doc__, **BOOK_RECIPE))
+        dataclasses = [ModelArguments, DataArguments, TrainingArguments]
+        main(*parse_cli(dataclasses, __doc__, **BOOK_RECIPE, output_dir=f"outputs/{METHOD}"))

@@ -1,0 +1,159 @@
+"""Layer freezing: keep the embeddings and the lower N transformer blocks as pretrained, train the rest.
+
+    accelerate launch --config_file accelerate_config.yaml trainers/freeze_layers.py \
+        --model_name_or_path bert-base-cased --dataset_name rotten_tomatoes \
+        --num_frozen_layers 10 --output_dir outputs/freeze_layers [--push_to_hub --hub_model_id you/name]
+
+--num_frozen_layers N freezes the embeddings and encoder blocks 0..N-1. N equal to the model's layer count
+(the default) leaves only the head trainable (the pooler, where the model has one, and the classifier): the
+book's "train only the classifier". N = 0 trains everything, like full_finetune.py. Freezing follows the
+model's module structure, not parameter indices, so it works for BERT, RoBERTa, DistilBERT, MPNet and
+DeBERTa-v2 alike. Everything else (data flags, outputs, publishing) is as in full_finetune.py.
+"""
+
+import logging
+from dataclasses import dataclass, field
+
+import torch
+from transformers import (
+    AutoConfig,
+    AutoTokenizer,
+    PreTrainedModel,
+    TrainingArguments,
+    set_seed,
+)
+
+from shared.args import DataArguments, ModelArguments, hub_args_from, parse_cli
+from shared.classification import (
+    BOOK_RECIPE,
+    classifier_trainer,
+    evaluate_classifier,
+    hyperparameters,
+    load_classifier,
+    tokenize_splits,
+)
+from shared.data import dataset_source, eval_split_name, label_names, load_labeled_data
+from shared.errors import InputError, exit_on_cli_error
+from shared.hub import load_pretrained, preflight
+from shared.publish import publish
+from shared.results import build_results, count_parameters
+
+METHOD = "freeze_layers"
+
+
+@dataclass
+class FreezeArguments:
+    num_frozen_layers: int | None = field(
+        default=None,
+        metadata={"help": "Freeze the embeddings and blocks 0..N-1. Default: all blocks, so only the head trains."},
+    )
+
+
+def freeze_lower_layers(model: PreTrainedModel, num_frozen_layers: int) -> list[str]:
+    """Freeze the embeddings and the first `num_frozen_layers` encoder blocks; return the frozen names.
+
+    The encoder's blocks are the ModuleList inside the base model with one entry per layer. Whatever else the
+    base model holds outside the blocks and its pooler (embeddings, and the relative-position tables that
+    MPNet and DeBERTa-v2 share across blocks) sits below block 0, so it freezes with the lowest layer.
+    Parameters outside the base model (the classification head) always train.
+    """
+    if num_frozen_layers == 0:
+        return []
+    base = model.base_model
+    prefix = model.base_model_prefix
+    blocks_name = encoder_blocks_name(model)
+    kept = {f"{blocks_name}.{i}." for i in range(num_frozen_layers, model.config.num_hidden_layers)}
+    frozen = []
+    for name, param in base.named_parameters():
+        if name.startswith("pooler.") or any(name.startswith(block) for block in kept):
+            continue
+        param.requires_grad = False
+        frozen.append(f"{prefix}.{name}")
+    return frozen
+
+
+def encoder_blocks_name(model: PreTrainedModel) -> str:
+    """Dotted name, inside the base model, of the ModuleList holding one transformer block per layer."""
+    for name, module in model.base_model.named_modules():
+        if isinstance(module, torch.nn.ModuleList) and len(module) == model.config.num_hidden_layers:
+            return name
+    raise ValueError(f"no list of {model.config.num_hidden_layers} encoder blocks in {type(model).__name__}")
+
+
+def main(
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    freeze_args: FreezeArguments,
+    training_args: TrainingArguments,
+) -> dict:
+    # Everything that can be wrong with the request fails here, before the model is downloaded.
+    target = preflight(hub_args_from(training_args), training_args.output_dir)
+    splits = load_labeled_data(data_args, training_args.seed)
+    names = label_names(splits)
+    config = load_pretrained(AutoConfig, model_args.model_name_or_path, model_args.model_revision)
+    num_layers = config.num_hidden_layers
+    num_frozen = num_layers if freeze_args.num_frozen_layers is None else freeze_args.num_frozen_layers
+    if not 0 <= num_frozen <= num_layers:
+        raise InputError(
+            f"--num_frozen_layers {num_frozen} is out of range: {model_args.model_name_or_path} has {num_layers} "
+            f"layers, so use 0..{num_layers} ({num_layers} trains only the head)"
+        )
+    tokenizer = load_pretrained(AutoTokenizer, model_args.model_name_or_path, model_args.model_revision)
+    with training_args.main_process_first(desc="tokenizing"):
+        tokenized = tokenize_splits(splits, tokenizer, data_args.max_seq_length)
+
+    # Seed before building the model, so the new head starts from the same weights on every run.
+    set_seed(training_args.seed)
+    model = load_classifier(model_args.model_name_or_path, model_args.model_revision, names)
+    frozen = freeze_lower_layers(model, num_frozen)
+    trainable_params, total_params = count_parameters(model)
+    logging.getLogger(METHOD).info(
+        "froze %d tensors: %s of %s parameters train", len(frozen), f"{trainable_params:,}", f"{total_params:,}"
+    )
+
+    trainer = classifier_trainer(model, tokenizer, tokenized, training_args)
+    train_output = trainer.train()
+    eval_split = eval_split_name(splits)
+    metrics = evaluate_classifier(trainer, tokenized[eval_split], names)
+    results = build_results(
+        method=METHOD,
+        base_model=model_args.model_name_or_path,
+        dataset=dataset_source(data_args),
+        label_names=names,
+        num_train_samples=len(splits["train"]),
+        eval_split=eval_split,
+        metrics=metrics,
+        train_runtime_s=train_output.metrics["train_runtime"],
+        train_samples_per_second=train_output.metrics["train_samples_per_second"],
+        trainable_params=trainable_params,
+        total_params=total_params,
+        seed=training_args.seed,
+        hyperparameters=hyperparameters(training_args, data_args),
+        num_processes=training_args.world_size,
+        method_details={"num_frozen_layers": num_frozen, "num_layers": num_layers, "frozen_tensors": len(frozen)},
+    )
+
+    trainer.save_model(training_args.output_dir)  # every process takes part; only the main one writes
+    if trainer.is_world_process_zero():
+        publish(training_args.output_dir, results, target, method_summary=summary(num_frozen, num_layers))
+    return results
+
+
+def summary(num_frozen: int, num_layers: int) -> str:
+    if num_frozen == 0:
+        return "nothing is frozen: every weight trains, as in full fine-tuning."
+    if num_frozen == num_layers:
+        return f"the embeddings and all {num_layers} encoder blocks are frozen; only the head trains."
+    return (
+        f"the embeddings and encoder blocks 0..{num_frozen - 1} are frozen; blocks {num_frozen}..{num_layers - 1}, "
+        "the pooler and the classifier train."
+    )
+
+
+if __name__ == "__main__":
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
+    logging.getLogger("shared").setLevel(logging.INFO)
+    logging.getLogger(METHOD).setLevel(logging.INFO)
+    with exit_on_cli_error():
+        dataclasses = [ModelArguments, DataArguments, FreezeArguments, TrainingArguments]
+        main(*parse_cli(dataclasses, __doc__, **BOOK_RECIPE, output_dir=f"outputs/{METHOD}"))
