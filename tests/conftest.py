@@ -5,12 +5,12 @@ import subprocess
 import sys
 
 import pytest
-from hub_server import HubServer
 from huggingface_hub import constants
-from tiny import FAMILIES, build_tiny_encoder, write_reviews_csv
 from transformers import TrainingArguments
 
+from hub_server import HubServer
 from shared.args import DataArguments, ModelArguments
+from tiny import FAMILIES, build_tiny_encoder, write_reviews_csv
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A token distinctive enough that finding it anywhere (a file, a log line) can only mean it leaked.

@@ -6,11 +6,11 @@ import os
 import sys
 
 import pytest
-from conftest import ROOT, accelerate_launch, load_trainer, model_args_for, predict_in_fresh_process, run_script
 from safetensors.torch import load_file
-from tiny import FAMILIES
 
+from conftest import ROOT, accelerate_launch, load_trainer, model_args_for, predict_in_fresh_process, run_script
 from shared.errors import InputError
+from tiny import FAMILIES
 
 full_finetune = load_trainer("full_finetune")
 

@@ -7,9 +7,9 @@ import re
 import uuid
 
 import pytest
-from conftest import ORG, TOKEN, USER, accelerate_launch, load_trainer, model_args_for, predict_in_fresh_process
 from huggingface_hub import HfApi
 
+from conftest import ORG, TOKEN, USER, accelerate_launch, load_trainer, model_args_for, predict_in_fresh_process
 from shared.errors import InputError, PublishError
 
 full_finetune = load_trainer("full_finetune")
