@@ -133,3 +133,18 @@ def _status(err: Exception) -> str:
         message = err.server_message or err.response.reason_phrase
         return f"{err.response.status_code} {message}".strip()
     return str(err)
+
+
+def load_sentence_transformer(name_or_path: str, revision: str = "main"):
+    """A sentence-transformers model with the same safe defaults: safetensors weights, no remote code.
+
+    A plain transformers encoder gets mean pooling, which is how SetFit starts from one.
+    """
+    from sentence_transformers import SentenceTransformer  # heavy; only the SetFit paths need it
+
+    try:
+        return SentenceTransformer(
+            name_or_path, revision=revision, trust_remote_code=False, model_kwargs={"use_safetensors": True}
+        )
+    except (OSError, ValueError) as err:
+        raise InputError(f"could not load {name_or_path!r} as a sentence-transformers model: {err}") from err

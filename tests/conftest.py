@@ -1,6 +1,7 @@
 import importlib.util
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -10,7 +11,7 @@ from transformers import TrainingArguments
 
 from hub_server import HubServer
 from shared.args import DataArguments, ModelArguments
-from tiny import FAMILIES, build_tiny_encoder, write_reviews_csv
+from tiny import FAMILIES, build_tiny_encoder, build_tiny_sentence_transformer, write_reviews_csv
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A token distinctive enough that finding it anywhere (a file, a log line) can only mean it leaked.
@@ -28,6 +29,11 @@ def tiny_encoders(tmp_path_factory) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def tiny_bert(tiny_encoders) -> str:
     return tiny_encoders["bert"]
+
+
+@pytest.fixture(scope="session")
+def tiny_sentence_transformer(tiny_bert, tmp_path_factory) -> str:
+    return build_tiny_sentence_transformer(tiny_bert, str(tmp_path_factory.mktemp("st") / "tiny-st"))
 
 
 @pytest.fixture(scope="session")
@@ -107,10 +113,24 @@ def run_script(args: list[str], env: dict | None = None, timeout: int = 600) -> 
     return subprocess.run(args, cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout)
 
 
-def accelerate_launch(script: str, *flags: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    launcher = os.path.join(os.path.dirname(sys.executable), "accelerate")
-    config = os.path.join(ROOT, "accelerate_config.yaml")
-    return run_script([launcher, "launch", "--config_file", config, os.path.join(ROOT, script), *flags], env=env)
+def accelerate_launch(
+    script: str, *flags: str, env: dict | None = None, processes: int = 1
+) -> subprocess.CompletedProcess:
+    """`accelerate launch` with the project's default config, or with several processes through torchrun
+    (accelerate's --multi_gpu launcher; on a machine without GPUs the processes run on the CPU with gloo)."""
+    launcher = [os.path.join(os.path.dirname(sys.executable), "accelerate"), "launch"]
+    if processes == 1:
+        launcher += ["--config_file", os.path.join(ROOT, "accelerate_config.yaml")]
+    else:
+        launcher += ["--multi_gpu", "--num_processes", str(processes), "--num_machines", "1", "--mixed_precision",
+                     "no", "--dynamo_backend", "no", "--main_process_port", str(free_port())]  # fmt: skip
+    return run_script([*launcher, os.path.join(ROOT, script), *flags], env=env)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def load_trainer(name: str):

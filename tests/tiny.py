@@ -72,6 +72,16 @@ def build_tiny_encoder(family: str, path: str) -> str:
     return path
 
 
+def build_tiny_sentence_transformer(encoder_path: str, path: str) -> str:
+    """A sentence-transformers model (the encoder with mean pooling) saved to `path`: SetFit's starting point."""
+    from sentence_transformers import SentenceTransformer, models
+
+    encoder = models.Transformer(encoder_path, max_seq_length=MAX_LENGTH)
+    pooling = models.Pooling(encoder.get_word_embedding_dimension(), "mean")
+    SentenceTransformer(modules=[encoder, pooling]).save(path)
+    return path
+
+
 def _tokenizer(family: str):
     if family in ("bert", "distilbert"):
         cls = BertTokenizer if family == "bert" else DistilBertTokenizer

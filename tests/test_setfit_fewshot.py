@@ -1,0 +1,105 @@
+"""trainers/setfit_fewshot.py on a tiny sentence-transformers body: the saved model, its pickle-free head, and
+one training and one push under several processes."""
+
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+from setfit import SetFitModel
+
+from conftest import ORG, accelerate_launch, load_trainer, run_script
+from shared.args import DataArguments, HubArguments, ModelArguments
+from shared.setfit_head import PortableHead
+
+setfit_fewshot = load_trainer("setfit_fewshot")
+TEXTS = ["great fun movie", "dull boring plot", "the film was charming", "weak tedious story", "a superb cast"]
+
+
+def quick_args(tmp_path, head_type="logistic"):
+    return setfit_fewshot.SetFitArguments(
+        output_dir=str(tmp_path / "setfit"), num_iterations=2, num_epochs=1, head_type=head_type, head_num_epochs=2
+    )
+
+
+@pytest.fixture
+def few_shot(data_args) -> DataArguments:
+    data_args.samples_per_label = 8
+    return data_args
+
+
+@pytest.mark.parametrize("head_type", ["logistic", "differentiable"])
+def test_saved_model_and_the_pickle_free_head_agree(head_type, tiny_sentence_transformer, few_shot, tmp_path):
+    args = quick_args(tmp_path, head_type)
+    results = setfit_fewshot.main(ModelArguments(tiny_sentence_transformer), few_shot, args, HubArguments())
+
+    out = args.output_dir
+    assert {"model.safetensors", "model_head.pkl", "model_head.safetensors", "config_setfit.json", "README.md",
+            "results.json"} <= set(os.listdir(out))  # fmt: skip
+    assert results["method"] == "setfit_fewshot" and results["num_train_samples"] == 16  # 8 per label
+    assert results["hyperparameters"]["head_type"] == head_type
+    assert "library_name: setfit" in open(os.path.join(out, "README.md")).read()
+
+    pickled = SetFitModel.from_pretrained(out)
+    portable = PortableHead.load(out)
+    embeddings = _numpy(pickled.encode(TEXTS))
+    expected = _numpy(pickled.predict_proba(TEXTS))
+    np.testing.assert_allclose(portable.predict_proba(embeddings), expected, rtol=1e-5, atol=1e-6)
+    ids = [pickled.labels.index(label) for label in pickled.predict(TEXTS)]
+    assert portable.predict(embeddings) == ids
+
+
+def _numpy(values) -> np.ndarray:
+    return values.detach().cpu().numpy() if hasattr(values, "detach") else np.asarray(values)
+
+
+def test_loads_in_a_fresh_process_with_label_names(tiny_sentence_transformer, few_shot, tmp_path):
+    args = quick_args(tmp_path)
+    setfit_fewshot.main(ModelArguments(tiny_sentence_transformer), few_shot, args, HubArguments())
+
+    code = (
+        "import json\nfrom setfit import SetFitModel\n"
+        f"model = SetFitModel.from_pretrained({args.output_dir!r})\n"
+        f"print('PREDICTIONS', json.dumps(list(model.predict({TEXTS!r}))))\n"
+    )
+    result = run_script([sys.executable, "-c", code])
+    assert result.returncode == 0, result.stderr[-3000:]
+    line = next(line for line in result.stdout.splitlines() if line.startswith("PREDICTIONS "))
+    assert set(json.loads(line.removeprefix("PREDICTIONS "))) <= {"negative", "positive"}
+
+
+def test_two_processes_train_once_and_push_once(hub, tiny_sentence_transformer, reviews, tmp_path):
+    repo_id = f"{ORG}/tiny-setfit"
+    result = accelerate_launch(
+        "trainers/setfit_fewshot.py",
+        "--model_name_or_path", tiny_sentence_transformer,
+        "--train_file", reviews["train"], "--test_file", reviews["test"],
+        "--text_column_name", "review", "--label_column_name", "sentiment", "--samples_per_label", "4",
+        "--num_iterations", "2", "--num_epochs", "1", "--output_dir", str(tmp_path / "out"),
+        "--push_to_hub", "--hub_model_id", repo_id,
+        env=hub.env, processes=2,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "SetFit trains on the main process only; process 1 exits" in result.stderr
+    assert result.stderr.count("Running training") == 1
+    commits = hub.state.repo(repo_id).commits
+    assert len(commits) == 1
+    assert {"model_head.pkl", "model_head.safetensors", "config_setfit.json", "results.json"} <= set(commits[0].files)
+
+    # Loaded back by repo id from the server, the model answers with label names.
+    code = (
+        "from setfit import SetFitModel\n"
+        f"print('LABEL', SetFitModel.from_pretrained({repo_id!r}).predict(['great fun movie'])[0])\n"
+    )
+    loaded = run_script([sys.executable, "-c", code], env={**hub.env, "HF_HOME": str(tmp_path / "fresh")})
+    assert loaded.returncode == 0, loaded.stderr[-3000:]
+    assert any(line in ("LABEL negative", "LABEL positive") for line in loaded.stdout.splitlines())
+
+
+def test_help_says_which_process_trains():
+    result = run_script([sys.executable, "trainers/setfit_fewshot.py", "--help"])
+    assert result.returncode == 0
+    assert "SetFit trains on the main process only" in result.stdout
+    for flag in ("--num_iterations", "--head_type", "--samples_per_label", "--push_to_hub"):
+        assert flag in result.stdout
