@@ -149,3 +149,55 @@ _TEMPLATE = """---
 
 The full numbers are in `results.json` next to this card.
 """
+
+
+def write_encoder_card(
+    folder: str,
+    *,
+    repo_id: str,
+    base_model: str,
+    dataset: str,
+    num_texts: int,
+    perplexity_before: float,
+    perplexity_after: float,
+    hyperparameters: dict,
+) -> str:
+    """README.md for an encoder adapted by continued masked-LM pretraining: a fill-mask model."""
+    data = ModelCardData(
+        base_model=base_model if _is_hub_id(base_model) else None,
+        datasets=[dataset] if _is_hub_id(dataset) else None,
+        library_name="transformers",
+        pipeline_tag="fill-mask",
+        tags=["fill-mask", "domain-adaptation"],
+    )
+    settings = "\n".join(f"- {key}: {value}" for key, value in hyperparameters.items())
+    content = f"""---
+{data.to_yaml()}
+---
+
+# {repo_id.rstrip("/").split("/")[-1]}
+
+`{base_model}` after continued masked-language-model pretraining on {num_texts} texts of `{dataset}`, to adapt it
+to that domain before a classifier is trained on top of it.
+
+| masked-LM perplexity on held-out text | value |
+|---|---|
+| before adaptation | {perplexity_before:.2f} |
+| after adaptation | {perplexity_after:.2f} |
+
+## How to use
+
+```python
+from transformers import pipeline
+
+fill = pipeline("fill-mask", model="{repo_id}")
+print(fill("What a horrible {{mask}}!".format(mask=fill.tokenizer.mask_token)))
+```
+
+## Training
+
+{settings}
+"""
+    path = os.path.join(folder, CARD_FILE)
+    ModelCard(content).save(path)
+    return path

@@ -3,7 +3,7 @@
 import logging
 
 from shared.card import write_model_card
-from shared.hub import HubTarget, push_folder
+from shared.hub import PUSH_IGNORE, HubTarget, push_folder
 from shared.results import write_results
 
 logger = logging.getLogger(__name__)
@@ -16,6 +16,7 @@ def publish(
     *,
     method_summary: str,
     library_name: str = "transformers",
+    ignore_patterns: list[str] = PUSH_IGNORE,
 ) -> str:
     """Write results.json and README.md next to the saved model and push the folder to `target` if given.
 
@@ -25,8 +26,7 @@ def publish(
     write_results(output_dir, results)
     write_model_card(output_dir, results, repo_id=location, method_summary=method_summary, library_name=library_name)
     if target:
-        push_folder(
-            output_dir, target, commit_message=f"{results['method']}: {results['base_model']} on {results['dataset']}"
-        )
+        message = f"{results['method']}: {results['base_model']} on {results['dataset']}"
+        push_folder(output_dir, target, commit_message=message, ignore_patterns=ignore_patterns)
     logger.info("model, card and results are in %s", output_dir)
     return location

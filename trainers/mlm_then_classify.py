@@ -1,0 +1,330 @@
+"""Domain adaptation: continue the encoder's masked-language-model pretraining on the domain's text, then
+fine-tune a classifier on the adapted encoder.
+
+    accelerate launch --config_file accelerate_config.yaml trainers/mlm_then_classify.py \
+        --model_name_or_path bert-base-cased --dataset_name rotten_tomatoes \
+        --mlm_num_train_epochs 3 --output_dir outputs/mlm_then_classify [--push_to_hub --hub_model_id you/name]
+
+Phase 1 trains AutoModelForMaskedLM on the training split's text (all of it, even when --samples_per_label
+limits the labeled examples: text needs no labels) plus --unlabeled_file, masking --mlm_probability of the
+tokens (--whole_word_masking masks every piece of a chosen word). Masked-LM perplexity on the validation text is
+reported before and after. The adapted encoder is saved in output_dir/mlm (a fill-mask model), and with
+--push_to_hub published to <hub_model_id>-mlm.
+Phase 2 fine-tunes every weight of the adapted encoder with a new classification head, exactly as
+full_finetune.py does, into output_dir (and <hub_model_id>). --phase mlm runs phase 1 alone; --phase classify
+runs phase 2 alone, from an already adapted --model_name_or_path.
+"""
+
+import logging
+import math
+import os
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+import datasets
+from transformers import (
+    AutoModelForMaskedLM,
+    AutoTokenizer,
+    DataCollatorForLanguageModeling,
+    Trainer,
+    TrainingArguments,
+    set_seed,
+)
+
+from shared.args import DataArguments, ModelArguments, hub_args_from, parse_cli
+from shared.card import write_encoder_card
+from shared.classification import (
+    BOOK_RECIPE,
+    classifier_trainer,
+    evaluate_classifier,
+    hyperparameters,
+    load_classifier,
+    tokenize_splits,
+)
+from shared.data import (
+    FILE_BUILDERS,
+    dataset_source,
+    eval_split_name,
+    label_names,
+    load_labeled_data,
+    sample_per_label,
+)
+from shared.errors import InputError, exit_on_cli_error
+from shared.hub import PUSH_IGNORE, load_pretrained, preflight, push_folder
+from shared.publish import publish
+from shared.results import build_results, count_parameters
+
+METHOD = "mlm_then_classify"
+ENCODER_DIR = "mlm"
+logger = logging.getLogger(METHOD)
+
+
+@dataclass
+class MLMArguments:
+    phase: Literal["both", "mlm", "classify"] = field(
+        default="both", metadata={"help": "both; mlm: adapt the encoder only; classify: classifier only."}
+    )
+    mlm_probability: float = field(default=0.15, metadata={"help": "Share of tokens masked in phase 1."})
+    whole_word_masking: bool = field(default=False, metadata={"help": "Mask whole words, not word pieces."})
+    mlm_num_train_epochs: float = field(default=1.0, metadata={"help": "Epochs of masked-LM training (book: 10)."})
+    unlabeled_file: str | None = field(
+        default=None,
+        metadata={"help": "More domain text for phase 1: .txt (one text per line) or csv/json/jsonl/parquet."},
+    )
+
+
+@dataclass
+class Adaptation:
+    encoder: str  # folder of the adapted encoder
+    num_texts: int
+    perplexity_before: float | None = None
+    perplexity_after: float | None = None
+    runtime_s: float = 0.0
+    samples_seen: float = 0.0
+
+
+class OffsetPaddingCollator(DataCollatorForLanguageModeling):
+    """DataCollatorForLanguageModeling that also pads `offset_mapping`, which whole-word masking reads but the
+    tokenizer's pad() leaves ragged (it fails on a batch of texts of different lengths)."""
+
+    def torch_call(self, examples):
+        if "offset_mapping" in examples[0]:
+            longest = max(len(example["input_ids"]) for example in examples)
+            examples = [{**e, "offset_mapping": self._pad(list(e["offset_mapping"]), longest)} for e in examples]
+        return super().torch_call(examples)
+
+    def _pad(self, offsets: list, length: int) -> list:
+        padding = [[0, 0]] * (length - len(offsets))
+        return offsets + padding if self.tokenizer.padding_side == "right" else padding + offsets
+
+
+def read_domain_texts(train_texts: list[str], mlm_args: MLMArguments, text_column: str) -> list[str]:
+    """The training text plus --unlabeled_file, non-empty lines only."""
+    texts = list(train_texts)
+    path = mlm_args.unlabeled_file
+    if path:
+        suffix = os.path.splitext(path)[1].lower()
+        if not os.path.isfile(path):
+            raise InputError(f"--unlabeled_file {path} does not exist")
+        if suffix != ".txt" and suffix not in FILE_BUILDERS:
+            raise InputError(f"--unlabeled_file must be .txt, {', '.join(FILE_BUILDERS)}; got {suffix or 'no suffix'}")
+        extra = datasets.load_dataset("text" if suffix == ".txt" else FILE_BUILDERS[suffix], data_files=path)["train"]
+        column = "text" if suffix == ".txt" else text_column
+        if column not in extra.column_names:
+            raise InputError(
+                f"--unlabeled_file {path} has no column {column!r}; it has {', '.join(extra.column_names)}"
+            )
+        texts += [t for t in extra[column] if isinstance(t, str) and t.strip()]
+    return texts
+
+
+def adapt_encoder(
+    model_args: ModelArguments,
+    texts: list[str],
+    held_out: list[str],
+    mlm_args: MLMArguments,
+    data_args: DataArguments,
+    training_args: TrainingArguments,
+) -> Adaptation:
+    """Phase 1: masked-LM training on `texts`; perplexity on `held_out` before and after, under the same masks."""
+    tokenizer = load_pretrained(AutoTokenizer, model_args.model_name_or_path, model_args.model_revision)
+    limit = min(data_args.max_seq_length, tokenizer.model_max_length)
+
+    def tokenize(batch):
+        # Whole-word masking finds word boundaries through the offsets; special tokens are never masked.
+        return tokenizer(
+            batch["text"],
+            truncation=True,
+            max_length=limit,
+            return_special_tokens_mask=True,
+            return_offsets_mapping=mlm_args.whole_word_masking,
+        )
+
+    text = datasets.DatasetDict(
+        {
+            "train": datasets.Dataset.from_dict({"text": texts}),
+            "validation": datasets.Dataset.from_dict({"text": held_out}),
+        }
+    )
+    with training_args.main_process_first(desc="tokenizing"):
+        tokenized = text.map(tokenize, batched=True, remove_columns=["text"], desc="Tokenizing for masked LM")
+
+    def collator(seed: int | None = None):
+        return OffsetPaddingCollator(
+            tokenizer,
+            mlm_probability=mlm_args.mlm_probability,
+            whole_word_mask=mlm_args.whole_word_masking,
+            seed=seed,
+        )
+
+    set_seed(training_args.seed)
+    model = load_pretrained(AutoModelForMaskedLM, model_args.model_name_or_path, model_args.model_revision)
+    encoder_dir = os.path.join(training_args.output_dir, ENCODER_DIR)
+    mlm_training_args = replace(
+        training_args,
+        output_dir=encoder_dir,
+        num_train_epochs=mlm_args.mlm_num_train_epochs,
+        eval_strategy="no",
+        # The collator needs special_tokens_mask and offset_mapping, which the model's forward does not take.
+        remove_unused_columns=False,
+    )
+    trainer = Trainer(
+        model=model,
+        args=mlm_training_args,
+        train_dataset=tokenized["train"],
+        processing_class=tokenizer,
+        data_collator=collator(),
+    )
+
+    def perplexity() -> float:
+        # A fresh collator seeded alike masks the held-out text identically before and after training.
+        trainer.data_collator = collator(seed=training_args.seed)
+        loss = trainer.evaluate(tokenized["validation"])["eval_loss"]
+        trainer.data_collator = collator()
+        return math.exp(loss)
+
+    before = perplexity()
+    output = trainer.train()
+    after = perplexity()
+    logger.info("masked-LM perplexity on held-out text: %.2f before, %.2f after", before, after)
+    trainer.save_model(encoder_dir)
+    return Adaptation(
+        encoder=encoder_dir,
+        num_texts=len(texts),
+        perplexity_before=before,
+        perplexity_after=after,
+        runtime_s=output.metrics["train_runtime"],
+        samples_seen=output.metrics["train_samples_per_second"] * output.metrics["train_runtime"],
+    )
+
+
+def main(
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    mlm_args: MLMArguments,
+    training_args: TrainingArguments,
+) -> dict | None:
+    # Everything that can be wrong with the request fails here, before a model is downloaded.
+    hub_args = hub_args_from(training_args)
+    classify_target = preflight(hub_args, training_args.output_dir) if mlm_args.phase != "mlm" else None
+    encoder_target = None
+    if mlm_args.phase != "classify":
+        name = classify_target.repo_id if classify_target else hub_args.hub_model_id
+        name = name or os.path.basename(os.path.abspath(training_args.output_dir))
+        encoder_target = preflight(replace(hub_args, hub_model_id=f"{name}-mlm"), training_args.output_dir)
+    # Text needs no labels: phase 1 reads the whole training split, phase 2 only the few-shot sample if asked.
+    splits = load_labeled_data(replace(data_args, samples_per_label=None), training_args.seed)
+    texts = read_domain_texts(splits["train"]["text"], mlm_args, data_args.text_column_name)
+    if data_args.samples_per_label:
+        splits["train"] = sample_per_label(splits["train"], data_args.samples_per_label, training_args.seed)
+
+    adaptation = Adaptation(encoder=model_args.model_name_or_path, num_texts=0)
+    if mlm_args.phase != "classify":
+        adaptation = adapt_encoder(model_args, texts, list(splits["validation"]["text"]), mlm_args, data_args,
+                                   training_args)  # fmt: skip
+        if training_args.process_index == 0:
+            publish_encoder(adaptation, model_args, data_args, mlm_args, encoder_target)
+    if mlm_args.phase == "mlm":
+        return None
+    return classify(adaptation, model_args, data_args, mlm_args, training_args, splits, classify_target)
+
+
+def publish_encoder(adaptation, model_args, data_args, mlm_args, target) -> None:
+    write_encoder_card(
+        adaptation.encoder,
+        repo_id=target.repo_id if target else adaptation.encoder,
+        base_model=model_args.model_name_or_path,
+        dataset=dataset_source(data_args),
+        num_texts=adaptation.num_texts,
+        perplexity_before=adaptation.perplexity_before,
+        perplexity_after=adaptation.perplexity_after,
+        hyperparameters={
+            "mlm_probability": mlm_args.mlm_probability,
+            "whole_word_masking": mlm_args.whole_word_masking,
+            "mlm_num_train_epochs": mlm_args.mlm_num_train_epochs,
+            "unlabeled_file": os.path.basename(mlm_args.unlabeled_file) if mlm_args.unlabeled_file else None,
+        },
+    )
+    if target:
+        push_folder(
+            adaptation.encoder, target, commit_message=f"masked-LM adaptation of {model_args.model_name_or_path}"
+        )
+
+
+def classify(adaptation, model_args, data_args, mlm_args, training_args, splits, target) -> dict:
+    """Phase 2: the full fine-tuning recipe, started from the adapted encoder."""
+    names = label_names(splits)
+    tokenizer = load_pretrained(AutoTokenizer, adaptation.encoder)
+    with training_args.main_process_first(desc="tokenizing"):
+        tokenized = tokenize_splits(splits, tokenizer, data_args.max_seq_length)
+    # Seed before building the model, so the new head starts from the same weights on every run.
+    set_seed(training_args.seed)
+    model = load_classifier(adaptation.encoder, "main", names)
+    trainable_params, total_params = count_parameters(model)
+    trainer = classifier_trainer(model, tokenizer, tokenized, training_args)
+    output = trainer.train()
+    runtime = adaptation.runtime_s + output.metrics["train_runtime"]
+    samples_seen = (
+        adaptation.samples_seen + output.metrics["train_samples_per_second"] * output.metrics["train_runtime"]
+    )
+    eval_split = eval_split_name(splits)
+    metrics = evaluate_classifier(trainer, tokenized[eval_split], names)
+    results = build_results(
+        method=METHOD,
+        base_model=model_args.model_name_or_path,
+        dataset=dataset_source(data_args),
+        label_names=names,
+        num_train_samples=len(splits["train"]),
+        eval_split=eval_split,
+        metrics=metrics,
+        # Both phases: the cost of the method is the adaptation plus the classifier.
+        train_runtime_s=runtime,
+        train_samples_per_second=samples_seen / runtime,
+        trainable_params=trainable_params,
+        total_params=total_params,
+        seed=training_args.seed,
+        hyperparameters={
+            **hyperparameters(training_args, data_args),
+            "mlm_probability": mlm_args.mlm_probability,
+            "whole_word_masking": mlm_args.whole_word_masking,
+            "mlm_num_train_epochs": mlm_args.mlm_num_train_epochs,
+        },  # fmt: skip
+        num_processes=training_args.world_size,
+        method_details={
+            "adapted_encoder": adaptation.encoder,
+            "mlm_texts": adaptation.num_texts,
+            "mlm_runtime_s": round(adaptation.runtime_s, 3),
+            "perplexity_before": adaptation.perplexity_before,
+            "perplexity_after": adaptation.perplexity_after,
+        },
+    )
+    trainer.save_model(training_args.output_dir)  # every process takes part; only the main one writes
+    if trainer.is_world_process_zero():
+        publish(
+            training_args.output_dir,
+            results,
+            target,
+            method_summary=summary(adaptation),
+            # The adapted encoder has a repo of its own.
+            ignore_patterns=[*PUSH_IGNORE, f"{ENCODER_DIR}/**"],
+        )
+    return results
+
+
+def summary(adaptation: Adaptation) -> str:
+    if adaptation.perplexity_before is None:
+        return f"a classifier is fine-tuned, every weight training, from the adapted encoder `{adaptation.encoder}`."
+    return (
+        f"the encoder first continued masked-language-model pretraining on {adaptation.num_texts} texts of the "
+        f"domain (held-out perplexity {adaptation.perplexity_before:.2f} before, {adaptation.perplexity_after:.2f} "
+        "after); then every weight was fine-tuned with a new classification head."
+    )
+
+
+if __name__ == "__main__":
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
+    logging.getLogger("shared").setLevel(logging.INFO)
+    logger.setLevel(logging.INFO)
+    with exit_on_cli_error():
+        dataclasses = [ModelArguments, DataArguments, MLMArguments, TrainingArguments]
+        main(*parse_cli(dataclasses, __doc__, **BOOK_RECIPE, output_dir=f"outputs/{METHOD}"))
