@@ -7,7 +7,7 @@ import os
 import pytest
 from safetensors.torch import load_file
 
-from conftest import accelerate_launch, load_trainer, model_args_for
+from conftest import USER, accelerate_launch, load_trainer, model_args_for
 from shared.classification import load_classifier
 from shared.errors import InputError
 
@@ -108,3 +108,14 @@ def test_accelerate_launch(tiny_encoders, reviews, tmp_path):
     assert results["method"] == "freeze_layers" and results["eval_split"] == "test"
     assert results["method_details"]["num_frozen_layers"] == 1
     assert "froze" in result.stderr  # the log line with the trainable count
+
+
+def test_publishes_to_the_hub(hub, tiny_bert, data_args, training_args):
+    training_args.push_to_hub, training_args.hub_model_id = True, f"{USER}/head-only"
+
+    freeze_layers.main(model_args_for(tiny_bert), data_args, freeze_layers.FreezeArguments(), training_args)
+
+    commits = hub.state.repo(f"{USER}/head-only").commits
+    assert len(commits) == 1
+    assert b"only the head trains" in commits[0].files["README.md"]
+    assert json.loads(commits[0].files["results.json"])["method"] == "freeze_layers"

@@ -7,6 +7,7 @@ or not, padding ids, relative attention) that they would meet with the real chec
 import csv
 import random
 
+import torch
 from transformers import (
     BertConfig,
     BertForMaskedLM,
@@ -37,6 +38,7 @@ SIZE = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "in
 def build_tiny_encoder(family: str, path: str) -> str:
     """Save a random masked-LM encoder of `family` with its tokenizer to `path`; a classifier loads from it
     with a new head, as it would from a real pretrained checkpoint."""
+    torch.manual_seed(0)  # the same weights whichever tests ran before
     tokenizer = _tokenizer(family)
     tokenizer.model_max_length = MAX_LENGTH
     vocab_size = len(tokenizer)
