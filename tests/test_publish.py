@@ -2,6 +2,7 @@
 published model back by repo id in a fresh process. With REAL_HF_TOKEN and REAL_HF_NAMESPACE set, the same
 round trip runs against the real Hub (marker real_hub)."""
 
+import json
 import os
 import re
 import uuid
@@ -143,3 +144,19 @@ def test_round_trip_on_the_real_hub(tiny_bert, reviews, tmp_path):
         assert predictions[0]["label"] in {"negative", "positive"}
     finally:
         HfApi(token=token).delete_repo(repo_id, missing_ok=True)
+
+
+def test_data_parallel_processes_train_together_and_publish_once(hub, tiny_bert, reviews, tmp_path):
+    out = str(tmp_path / "ddp")
+    result = accelerate_launch(
+        "trainers/full_finetune.py",
+        "--model_name_or_path", tiny_bert, "--train_file", reviews["train"], "--test_file", reviews["test"],
+        "--text_column_name", "review", "--label_column_name", "sentiment",
+        "--output_dir", out, "--max_steps", "3", "--push_to_hub", "--hub_model_id", f"{USER}/ddp",
+        env={**hub.env, "ACCELERATE_USE_CPU": "true"}, processes=2,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(hub.state.repo(f"{USER}/ddp").commits) == 1
+    results = json.loads(hub.state.repo(f"{USER}/ddp").commits[0].files["results.json"])
+    assert results["device"] == "cpu x 2 processes" and results["hyperparameters"]["processes"] == 2
+    assert sum(map(sum, results["metrics"]["confusion_matrix"])) == 16  # every test row once, none twice
