@@ -32,14 +32,17 @@ class HubTarget:
     private: bool
     endpoint: str
     token: str = field(repr=False)
+    repo_type: str = "model"
 
 
-def preflight(hub_args: HubArguments, output_dir: str) -> HubTarget | None:
+def preflight(hub_args: HubArguments, output_dir: str, space_sdk: str | None = None) -> HubTarget | None:
     """Check, before any training, that the model can be published where asked; None when no push is wanted.
 
     Creates the repo (or finds it) so that a bad token, a namespace we cannot write to, or a private run
-    aimed at an existing public repo fails now rather than after an hour of training.
+    aimed at an existing public repo fails now rather than after an hour of training. With `space_sdk` the repo
+    is a Space running that SDK.
     """
+    repo_type = "space" if space_sdk else "model"
     if not hub_args.push_to_hub:
         return None
     endpoint = constants.ENDPOINT
@@ -60,19 +63,21 @@ def preflight(hub_args: HubArguments, output_dir: str) -> HubTarget | None:
     repo_id = hub_args.hub_model_id or os.path.basename(os.path.abspath(output_dir))
     repo_id = repo_id if "/" in repo_id else f"{user}/{repo_id}"
     try:
-        api.create_repo(repo_id, private=hub_args.hub_private_repo, exist_ok=True)
-        private = bool(api.model_info(repo_id).private)
+        api.create_repo(
+            repo_id, private=hub_args.hub_private_repo, exist_ok=True, repo_type=repo_type, space_sdk=space_sdk
+        )
+        private = bool(api.repo_info(repo_id, repo_type=repo_type).private)
     except HfHubHTTPError as err:
         raise InputError(
-            f"cannot create or open the model repo {repo_id} on {endpoint} as {user} ({_status(err)}); "
+            f"cannot create or open the {repo_type} repo {repo_id} on {endpoint} as {user} ({_status(err)}); "
             "check --hub_model_id and that the token may write to that namespace"
         ) from err
     if hub_args.hub_private_repo and not private:
         raise InputError(
-            f"{repo_id} already exists and is public, but --hub_private_repo asks for a private model; "
+            f"{repo_id} already exists and is public, but --hub_private_repo asks for a private {repo_type}; "
             "pick another --hub_model_id or make the repo private first"
         )
-    return HubTarget(repo_id=repo_id, private=private, endpoint=endpoint, token=token)
+    return HubTarget(repo_id=repo_id, private=private, endpoint=endpoint, token=token, repo_type=repo_type)
 
 
 def push_folder(
@@ -92,6 +97,7 @@ def push_folder(
         try:
             commit = api.upload_folder(
                 repo_id=target.repo_id,
+                repo_type=target.repo_type,
                 folder_path=folder,
                 commit_message=commit_message,
                 ignore_patterns=ignore_patterns,
@@ -101,9 +107,10 @@ def push_folder(
         except (HfHubHTTPError, httpx2.TransportError) as err:
             retryable = not isinstance(err, HfHubHTTPError) or _status_code(err) in RETRY_STATUS
             if not retryable or attempt == attempts:
+                kind = "" if target.repo_type == "model" else f" --repo-type {target.repo_type}"
                 raise PublishError(
                     f"publishing {folder} to {target.repo_id} failed ({_status(err)}); the model is saved in "
-                    f"{folder}, publish it later with `hf upload {target.repo_id} {folder} .`"
+                    f"{folder}, publish it later with `hf upload {target.repo_id} {folder} .{kind}`"
                 ) from err
             wait = first_wait_s * 2 ** (attempt - 1)
             logger.warning("the Hub answered %s; trying again in %.0f s", _status(err), wait)

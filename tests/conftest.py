@@ -6,13 +6,16 @@ import subprocess
 import sys
 
 import pytest
+from gradio_client import Client
 from huggingface_hub import constants
 from transformers import TrainingArguments
 
 from hub_server import HubServer
-from shared.args import DataArguments, ModelArguments
+from shared.args import DataArguments, HubArguments, ModelArguments
+from shared.inference import ModelSpec
 from tiny import FAMILIES, build_tiny_encoder, build_tiny_sentence_transformer, write_reviews_csv
 
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from the app under test
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A token distinctive enough that finding it anywhere (a file, a log line) can only mean it leaked.
 TOKEN = "hf_TestTokenThatMustNeverBeWritten1234567"
@@ -80,6 +83,43 @@ def model_args_for(path: str) -> ModelArguments:
     return ModelArguments(model_name_or_path=path)
 
 
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory, tiny_bert, tiny_sentence_transformer, reviews) -> dict[str, str]:
+    """Folders of a full fine-tuning, a SetFit and an MLM-then-classify model, trained on the tiny reviews."""
+    root = tmp_path_factory.mktemp("trained")
+    data = DataArguments(
+        train_file=reviews["train"], validation_file=reviews["validation"], test_file=reviews["test"],
+        text_column_name="review", label_column_name="sentiment", max_seq_length=32,
+    )  # fmt: skip
+
+    def args(name: str) -> TrainingArguments:
+        return TrainingArguments(
+            output_dir=str(root / name), max_steps=20, learning_rate=1e-3, per_device_train_batch_size=8,
+            report_to="none", save_strategy="no", disable_tqdm=True,
+        )  # fmt: skip
+
+    load_module("trainers/full_finetune.py").main(ModelArguments(tiny_bert), data, args("full"))
+    mlm = load_module("trainers/mlm_then_classify.py")
+    mlm.main(ModelArguments(tiny_bert), data, mlm.MLMArguments(), args("mlm"))
+    setfit = load_module("trainers/setfit_fewshot.py")
+    setfit_args = setfit.SetFitArguments(output_dir=str(root / "setfit"), num_iterations=2, num_epochs=1)
+    setfit.main(ModelArguments(tiny_sentence_transformer), data, setfit_args, HubArguments())
+    return {"full": str(root / "full"), "setfit": str(root / "setfit"), "mlm": str(root / "mlm")}
+
+
+@pytest.fixture(scope="session")
+def served(trained, tmp_path_factory):
+    """The app on 127.0.0.1 with the three models and one that cannot load."""
+    app = load_module("space/app.py")
+    specs = [ModelSpec(trained["full"]), ModelSpec(trained["setfit"]), ModelSpec(trained["mlm"])]
+    specs.append(ModelSpec(str(tmp_path_factory.mktemp("empty"))))  # a folder with no model in it
+    demo = app.build_demo(app.load_models(specs))
+    port = free_port()
+    app.launch(demo, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    yield Client(f"http://127.0.0.1:{port}/", verbose=False), specs
+    demo.close()
+
+
 @pytest.fixture
 def hub(monkeypatch):
     """A Hub-compatible server on 127.0.0.1 that knows TOKEN as USER (a member of ORG).
@@ -107,9 +147,14 @@ def _isolated_hf_home(tmp_path, monkeypatch):
     monkeypatch.delenv("HF_TOKEN", raising=False)
 
 
-def run_script(args: list[str], env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run a command from the project root in a fresh process, the way a user would."""
+def run_script(args: list[str], env: dict | None = None, timeout: int = 600, background: bool = False):
+    """Run a command from the project root in a fresh process, the way a user would: to completion, or in the
+    background (a Popen the caller must kill)."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false", **(env or {})}
+    if background:
+        return subprocess.Popen(
+            args, cwd=ROOT, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
     return subprocess.run(args, cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -135,8 +180,13 @@ def free_port() -> int:
 
 def load_trainer(name: str):
     """Import a script from trainers/ (a folder of standalone scripts, not a package) to call its main()."""
-    path = os.path.join(ROOT, "trainers", f"{name}.py")
-    spec = importlib.util.spec_from_file_location(f"trainers_{name}", path)
+    return load_module(f"trainers/{name}.py")
+
+
+def load_module(relative_path: str):
+    """Import a standalone script of the project (trainers/*.py, space/app.py) by its path."""
+    name = relative_path.replace("/", "_").removesuffix(".py")
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, relative_path))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

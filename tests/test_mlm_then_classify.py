@@ -97,7 +97,9 @@ def test_publishes_the_encoder_and_the_classifier_to_their_own_repos(hub, tiny_b
     assert {"model.safetensors", "config.json", "README.md"} <= set(encoder.commits[0].files)
     assert b"pipeline_tag: fill-mask" in encoder.commits[0].files["README.md"]
     assert not [path for path in classifier.commits[0].files if path.startswith("mlm/")]
-    assert json.loads(classifier.commits[0].files["results.json"])["method"] == "mlm_then_classify"
+    published = json.loads(classifier.commits[0].files["results.json"])
+    assert published["method"] == "mlm_then_classify"
+    assert published["method_details"]["adapted_encoder"] == f"{USER}/adapted-mlm"
 
 
 def test_accelerate_launch_and_the_classifier_loads_with_pipeline(tiny_bert, reviews, tmp_path):

@@ -77,6 +77,7 @@ class MLMArguments:
 class Adaptation:
     encoder: str  # folder of the adapted encoder
     num_texts: int
+    published_as: str | None = None  # its Hub repo, once pushed
     perplexity_before: float | None = None
     perplexity_after: float | None = None
     runtime_s: float = 0.0
@@ -224,6 +225,7 @@ def main(
                                    training_args)  # fmt: skip
         if training_args.process_index == 0:
             publish_encoder(adaptation, model_args, data_args, mlm_args, encoder_target)
+            adaptation.published_as = encoder_target.repo_id if encoder_target else None
     if mlm_args.phase == "mlm":
         return None
     return classify(adaptation, model_args, data_args, mlm_args, training_args, splits, classify_target)
@@ -291,7 +293,8 @@ def classify(adaptation, model_args, data_args, mlm_args, training_args, splits,
         },  # fmt: skip
         num_processes=training_args.world_size,
         method_details={
-            "adapted_encoder": adaptation.encoder,
+            # Where a reader (the Space's fill-mask tab) finds the encoder: its repo, else the local folder.
+            "adapted_encoder": adaptation.published_as or adaptation.encoder,
             "mlm_texts": adaptation.num_texts,
             "mlm_runtime_s": round(adaptation.runtime_s, 3),
             "perplexity_before": adaptation.perplexity_before,
