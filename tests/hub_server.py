@@ -149,6 +149,14 @@ class HubHandler(BaseHTTPRequestHandler):
             return None
         return repo
 
+    def _revision(self, repo_type: str, repo_id: str, revision: str) -> tuple[Repo | None, Commit | None]:
+        """The repo and its commit at `revision`, or (None, None) after answering 401/404 as the Hub does."""
+        repo = self._readable(repo_type, repo_id)
+        commit = repo.snapshot(revision) if repo else None
+        if repo is not None and commit is None:
+            self._error(404, f"Invalid rev id: {revision}", "RevisionNotFound")
+        return (repo, commit) if commit else (None, None)
+
     def _writable(self, repo_type: str, repo_id: str) -> Repo | None:
         repo = self._readable(repo_type, repo_id)
         if repo is not None and self._user() not in self._writers(repo):
@@ -200,12 +208,9 @@ class HubHandler(BaseHTTPRequestHandler):
         self._send(200, {"warnings": []})
 
     def repo_info(self, kind: str, repo_id: str, revision: str = "main"):
-        repo = self._readable(REPO_TYPES[kind], repo_id)
-        if repo is None:
-            return
-        commit = repo.snapshot(revision)
+        repo, commit = self._revision(REPO_TYPES[kind], repo_id, revision)
         if commit is None:
-            return self._error(404, f"Invalid rev id: {revision}", "RevisionNotFound")
+            return
         info = {
             "id": repo_id,
             "private": repo.private,
@@ -279,12 +284,9 @@ class HubHandler(BaseHTTPRequestHandler):
         self._send(200, {"commitUrl": url, "commitOid": oid, "pullRequestUrl": None, "success": True})
 
     def tree(self, kind: str, repo_id: str, revision: str, path: str | None = None):
-        repo = self._readable(REPO_TYPES[kind], repo_id)
-        if repo is None:
-            return
-        commit = repo.snapshot(revision)
+        repo, commit = self._revision(REPO_TYPES[kind], repo_id, revision)
         if commit is None:
-            return self._error(404, f"Invalid rev id: {revision}", "RevisionNotFound")
+            return
         prefix = path.strip("/") + "/" if path and path.strip("/") else ""
         entries = [
             _tree_entry(name, data, name in commit.lfs)
@@ -295,12 +297,9 @@ class HubHandler(BaseHTTPRequestHandler):
 
     def resolve(self, prefix: str, repo_id: str, revision: str, path: str):
         kind = prefix.rstrip("/") + "s" if prefix else "models"
-        repo = self._readable(REPO_TYPES[kind], repo_id)
-        if repo is None:
-            return
-        commit = repo.snapshot(revision)
+        repo, commit = self._revision(REPO_TYPES[kind], repo_id, revision)
         if commit is None:
-            return self._error(404, f"Invalid rev id: {revision}", "RevisionNotFound")
+            return
         if path not in commit.files:
             return self._error(404, "Entry not found", "EntryNotFound")
         data = commit.files[path]
