@@ -7,7 +7,7 @@ TORCH_VERSION ?= 2.13.0
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 PYTEST_ARGS ?=
 
-.PHONY: setup browser test lint format clean
+.PHONY: setup browser test demo lint format clean
 
 setup: $(VENV)/.setup-done
 
@@ -27,6 +27,11 @@ $(VENV)/.setup-done: pyproject.toml
 	fi
 	$(BIN)/pip install -e ".[dev,space]"
 	touch $@
+
+# The main job: train the four methods on the bundled reviews, write outputs/demo/report.md, open the Space.
+LAUNCH ?= 1
+demo: setup
+	$(BIN)/python demo/run_demo.py --launch $(LAUNCH)
 
 lint: setup
 	$(BIN)/ruff check .

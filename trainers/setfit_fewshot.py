@@ -142,8 +142,8 @@ def main(
         eval_split=eval_split,
         metrics=metrics,
         train_runtime_s=runtime,
-        # Labeled examples per second: SetFit's work is pairs, but examples compare across methods.
-        train_samples_per_second=len(splits["train"]) / runtime,
+        # SetFit's training samples are sentence pairs: those the body saw, over the whole run's time.
+        train_samples_per_second=pairs_seen(trainer) / runtime,
         trainable_params=head_and_body_parameters(model),
         total_params=head_and_body_parameters(model),
         seed=setfit_args.seed,
@@ -158,13 +158,24 @@ def main(
             "samples_per_label": data_args.samples_per_label,
             "max_seq_length": data_args.max_seq_length,
         },
-        method_details={"head": setfit_args.head_type, "pickle_free_head": "model_head.safetensors"},
+        method_details={
+            "head": setfit_args.head_type,
+            "pickle_free_head": "model_head.safetensors",
+            "training_samples": "sentence pairs",
+            "pairs_seen": round(pairs_seen(trainer)),
+        },
     )
 
     model.save_pretrained(setfit_args.output_dir)
     save_portable_head(model.model_head, setfit_args.output_dir)
     publish(setfit_args.output_dir, results, target, method_summary=SUMMARY, library_name="setfit")
     return results
+
+
+def pairs_seen(trainer: setfit.Trainer) -> float:
+    """Sentence pairs the body trained on, from the inner sentence-transformers Trainer's own figures."""
+    summary = trainer.st_trainer.state.log_history[-1]
+    return summary["train_samples_per_second"] * summary["train_runtime"]
 
 
 def head_and_body_parameters(model: SetFitModel) -> int:
