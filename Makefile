@@ -29,9 +29,11 @@ $(VENV)/.setup-done: pyproject.toml
 	touch $@
 
 # The main job: train the four methods on the bundled reviews, write outputs/demo/report.md, open the Space.
+# MODEL=<hub id or folder> replaces the offline all-MiniLM-L6-v2; LAUNCH=0 skips opening the Space.
 LAUNCH ?= 1
+MODEL ?=
 demo: setup
-	$(BIN)/python demo/run_demo.py --launch $(LAUNCH)
+	$(BIN)/python demo/run_demo.py --launch $(LAUNCH) $(if $(MODEL),--model_name_or_path $(MODEL))
 
 lint: setup
 	$(BIN)/ruff check .
