@@ -64,7 +64,7 @@ class HubArguments:
     )
     hub_private_repo: bool | None = field(default=None, metadata={"help": "Create the repo private."})
     hub_token: str | None = field(
-        default=None, metadata={"help": "Token to publish with; default: HF_TOKEN or login."}
+        default=None, repr=False, metadata={"help": "Token to publish with; default: HF_TOKEN or login."}
     )
 
 

@@ -92,7 +92,7 @@ def load_predictor(spec: ModelSpec, token: str | bool | None = None) -> Predicto
     if os.path.exists(os.path.join(folder, SETFIT_CONFIG)):
         labels, probabilities = _setfit(folder, spec)
         return Predictor(spec.name, "setfit", labels, folder, info, probabilities)
-    labels, probabilities = _transformers(folder, spec)
+    labels, probabilities = _transformers(folder)
     return Predictor(spec.name, "transformers", labels, folder, info, probabilities)
 
 
@@ -110,7 +110,7 @@ def _local_folder(spec: ModelSpec, token: str | bool | None) -> str:
         raise InputError(f"could not download {spec.name}: {err}") from err
 
 
-def _transformers(folder: str, spec: ModelSpec):
+def _transformers(folder: str):
     tokenizer = load_pretrained(AutoTokenizer, folder)
     model = load_pretrained(AutoModelForSequenceClassification, folder).eval()
     device = "cuda" if torch.cuda.is_available() else "cpu"
