@@ -25,7 +25,7 @@ $(VENV)/.setup-done: pyproject.toml
 		$(BIN)/pip install "torch==$(TORCH_VERSION)+cpu" \
 			|| $(BIN)/pip install "torch==$(TORCH_VERSION)+cpu" --extra-index-url $(TORCH_CPU_INDEX); \
 	fi
-	$(BIN)/pip install -e ".[dev,space]"
+	$(BIN)/pip install -e ".[dev,space,demo]"
 	touch $@
 
 # The main job: train the four methods on the bundled reviews, write outputs/demo/report.md, open the Space.

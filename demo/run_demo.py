@@ -112,9 +112,10 @@ def tfidf_baseline(samples_per_label: int | None) -> dict:
     }
 
 
-def write_report(results: dict[str, dict], baselines: dict[str, dict], model: str, output_dir: str) -> str:
+def write_report(results: dict[str, dict], baselines: dict[str, dict], model: str | None, output_dir: str) -> str:
+    """`model` None stands for the default, all-MiniLM-L6-v2."""
     full, few = baselines["full"], baselines["fewshot"]
-    display_name = DEFAULT_MODEL_NAME if model == default_model() else model
+    display_name = model or DEFAULT_MODEL_NAME
     lines = [
         "# Four ways to fine-tune an encoder: measured",
         "",
@@ -146,7 +147,7 @@ def write_report(results: dict[str, dict], baselines: dict[str, dict], model: st
         lines += [
             "",
             f"Masked-LM perplexity on held-out review text: {mlm['perplexity_before']:.1f} before adaptation, "
-            f"{mlm['perplexity_after']:.1f} after." + (MISSING_MLM_HEAD if model == default_model() else ""),
+            f"{mlm['perplexity_after']:.1f} after." + ("" if model else MISSING_MLM_HEAD),
         ]
     lines += ["", "![F1 and training time](report.png)", ""]
     path = os.path.join(output_dir, "report.md")
@@ -207,7 +208,7 @@ def main(argv: list[str] | None = None) -> dict:
         base = (args.setfit_model or model) if method == "setfit_fewshot" else model
         results[method] = train(method, base, os.path.join(args.output_dir, method), args.mode, hub_org)
     baselines = {"full": tfidf_baseline(None), "fewshot": tfidf_baseline(SAMPLES_PER_LABEL)}
-    report = write_report(results, baselines, model, args.output_dir)
+    report = write_report(results, baselines, args.model_name_or_path, args.output_dir)
     chart = write_chart(results, baselines, args.output_dir)
     print(f"\nAll four methods trained in {time.perf_counter() - start:.0f} s.\nReport: {report}\nChart: {chart}")
     print(open(report).read())
