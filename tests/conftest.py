@@ -192,16 +192,28 @@ def load_module(relative_path: str):
     return module
 
 
+def run_in_fresh_process(code: str, env: dict | None = None):
+    """Run Python `code` in a new process, as a user's own script would (no project import unless it asks),
+    and return the value of the expression it passes to `result(...)`, through JSON."""
+    wrapper = "import json\ndef result(value):\n    print('RESULT', json.dumps(value))\n" + code
+    process = run_script([sys.executable, "-c", wrapper], env=env)
+    assert process.returncode == 0, process.stderr[-3000:]
+    line = next(line for line in process.stdout.splitlines() if line.startswith("RESULT "))
+    return json.loads(line.removeprefix("RESULT "))
+
+
 def predict_in_fresh_process(model: str, texts: list[str], env: dict | None = None) -> list[dict]:
     """What a user gets from plain transformers.pipeline in a new Python process, with no project code."""
     code = (
-        "import json, sys\n"
-        "from transformers import pipeline\n"
-        f"classifier = pipeline('text-classification', model={model!r})\n"
-        f"print('PREDICTIONS', json.dumps(classifier({texts!r})))\n"
+        "import sys\nfrom transformers import pipeline\n"
+        f"predictions = pipeline('text-classification', model={model!r})({texts!r})\n"
         "assert 'shared' not in sys.modules, 'project code was imported'\n"
+        "result(predictions)\n"
     )
-    result = run_script([sys.executable, "-c", code], env=env)
-    assert result.returncode == 0, result.stderr[-3000:]
-    line = next(line for line in result.stdout.splitlines() if line.startswith("PREDICTIONS "))
-    return json.loads(line.removeprefix("PREDICTIONS "))
+    return run_in_fresh_process(code, env)
+
+
+def setfit_predict_in_fresh_process(model: str, texts: list[str], env: dict | None = None) -> list[str]:
+    """Labels from plain SetFitModel.from_pretrained in a new Python process."""
+    code = f"from setfit import SetFitModel\nresult(list(SetFitModel.from_pretrained({model!r}).predict({texts!r})))\n"
+    return run_in_fresh_process(code, env)

@@ -4,11 +4,17 @@ then a classifier on it; each phase alone; both published to their own repos."""
 import json
 import math
 import os
-import sys
 
 import pytest
 
-from conftest import USER, accelerate_launch, load_trainer, model_args_for, predict_in_fresh_process, run_script
+from conftest import (
+    USER,
+    accelerate_launch,
+    load_trainer,
+    model_args_for,
+    predict_in_fresh_process,
+    run_in_fresh_process,
+)
 from shared.errors import InputError
 
 mlm_then_classify = load_trainer("mlm_then_classify")
@@ -22,13 +28,11 @@ def mlm_training_args(training_args):
 
 def fill_mask_in_fresh_process(model: str, text: str) -> list[dict]:
     code = (
-        "import json\nfrom transformers import pipeline\n"
+        "from transformers import pipeline\n"
         f"fill = pipeline('fill-mask', model={model!r})\n"
-        f"print('FILLED', json.dumps(fill({text!r}.replace('[MASK]', fill.tokenizer.mask_token))))\n"
+        f"result(fill({text!r}.replace('[MASK]', fill.tokenizer.mask_token)))\n"
     )
-    result = run_script([sys.executable, "-c", code])
-    assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(next(line for line in result.stdout.splitlines() if line.startswith("FILLED "))[7:])
+    return run_in_fresh_process(code)
 
 
 def test_both_phases(tiny_bert, data_args, mlm_training_args):

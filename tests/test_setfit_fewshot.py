@@ -1,7 +1,6 @@
 """trainers/setfit_fewshot.py on a tiny sentence-transformers body: the saved model, its pickle-free head, and
 one training and one push under several processes."""
 
-import json
 import os
 import sys
 
@@ -9,7 +8,7 @@ import numpy as np
 import pytest
 from setfit import SetFitModel
 
-from conftest import ORG, accelerate_launch, load_trainer, run_script
+from conftest import ORG, accelerate_launch, load_trainer, run_script, setfit_predict_in_fresh_process
 from shared.args import DataArguments, HubArguments, ModelArguments
 from shared.setfit_head import PortableHead
 
@@ -58,15 +57,8 @@ def test_loads_in_a_fresh_process_with_label_names(tiny_sentence_transformer, fe
     args = quick_args(tmp_path)
     setfit_fewshot.main(ModelArguments(tiny_sentence_transformer), few_shot, args, HubArguments())
 
-    code = (
-        "import json\nfrom setfit import SetFitModel\n"
-        f"model = SetFitModel.from_pretrained({args.output_dir!r})\n"
-        f"print('PREDICTIONS', json.dumps(list(model.predict({TEXTS!r}))))\n"
-    )
-    result = run_script([sys.executable, "-c", code])
-    assert result.returncode == 0, result.stderr[-3000:]
-    line = next(line for line in result.stdout.splitlines() if line.startswith("PREDICTIONS "))
-    assert set(json.loads(line.removeprefix("PREDICTIONS "))) <= {"negative", "positive"}
+    labels = setfit_predict_in_fresh_process(args.output_dir, TEXTS)
+    assert len(labels) == len(TEXTS) and set(labels) <= {"negative", "positive"}
 
 
 def test_two_processes_train_once_and_push_once(hub, tiny_sentence_transformer, reviews, tmp_path):
@@ -88,13 +80,8 @@ def test_two_processes_train_once_and_push_once(hub, tiny_sentence_transformer, 
     assert {"model_head.pkl", "model_head.safetensors", "config_setfit.json", "results.json"} <= set(commits[0].files)
 
     # Loaded back by repo id from the server, the model answers with label names.
-    code = (
-        "from setfit import SetFitModel\n"
-        f"print('LABEL', SetFitModel.from_pretrained({repo_id!r}).predict(['great fun movie'])[0])\n"
-    )
-    loaded = run_script([sys.executable, "-c", code], env={**hub.env, "HF_HOME": str(tmp_path / "fresh")})
-    assert loaded.returncode == 0, loaded.stderr[-3000:]
-    assert any(line in ("LABEL negative", "LABEL positive") for line in loaded.stdout.splitlines())
+    env = {**hub.env, "HF_HOME": str(tmp_path / "fresh")}
+    assert setfit_predict_in_fresh_process(repo_id, ["great fun movie"], env=env)[0] in {"negative", "positive"}
 
 
 def test_help_says_which_process_trains():
