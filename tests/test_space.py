@@ -184,3 +184,21 @@ def test_deploy_refuses_local_folders(hub, trained):
                         env=hub.env)  # fmt: skip
     assert result.returncode == 2 and "a Space cannot read folders on this machine" in result.stderr
     assert hub.state.repo(f"{USER}/x", "space") is None
+
+
+def test_a_model_that_fails_to_predict_reports_its_error_and_the_others_answer(trained):
+    from shared.inference import load_predictor
+
+    good = load_predictor(ModelSpec(trained["full"]))
+    failing = load_predictor(ModelSpec(trained["full"]))
+    failing.name = "failing"
+
+    def out_of_memory(texts):
+        raise RuntimeError("CUDA out of memory <b>here</b>")
+
+    failing._probabilities = out_of_memory
+    answers = app.compare([failing, good], "great fun film")
+
+    assert answers[0] == {"model": "failing", "error": "RuntimeError: CUDA out of memory <b>here</b>"}
+    assert answers[1]["label"] in {"negative", "positive"}
+    assert app.agreement(answers) == "1 model answered."
