@@ -76,10 +76,11 @@ def build_tiny_encoder(family: str, path: str) -> str:
 
 def build_tiny_sentence_transformer(encoder_path: str, path: str) -> str:
     """A sentence-transformers model (the encoder with mean pooling) saved to `path`: SetFit's starting point."""
-    from sentence_transformers import SentenceTransformer, models
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
 
-    encoder = models.Transformer(encoder_path, max_seq_length=MAX_LENGTH)
-    pooling = models.Pooling(encoder.get_word_embedding_dimension(), "mean")
+    encoder = Transformer(encoder_path, max_seq_length=MAX_LENGTH)
+    pooling = Pooling(encoder.get_embedding_dimension(), "mean")
     SentenceTransformer(modules=[encoder, pooling]).save(path)
     return path
 
