@@ -35,12 +35,14 @@ class HubTarget:
     repo_type: str = "model"
 
 
-def preflight(hub_args: HubArguments, output_dir: str, space_sdk: str | None = None) -> HubTarget | None:
+def preflight(
+    hub_args: HubArguments, output_dir: str, space_sdk: str | None = None, name_suffix: str = ""
+) -> HubTarget | None:
     """Check, before any training, that the model can be published where asked; None when no push is wanted.
 
     Creates the repo (or finds it) so that a bad token, a namespace we cannot write to, or a private run
     aimed at an existing public repo fails now rather than after an hour of training. With `space_sdk` the repo
-    is a Space running that SDK.
+    is a Space running that SDK; `name_suffix` names a companion repo (`<hub_model_id>-mlm`).
     """
     repo_type = "space" if space_sdk else "model"
     if not hub_args.push_to_hub:
@@ -60,7 +62,7 @@ def preflight(hub_args: HubArguments, output_dir: str, space_sdk: str | None = N
     except httpx2.TransportError as err:
         raise InputError(f"cannot reach the Hub at {endpoint} ({err}); check HF_ENDPOINT and the network") from err
 
-    repo_id = hub_args.hub_model_id or os.path.basename(os.path.abspath(output_dir))
+    repo_id = (hub_args.hub_model_id or os.path.basename(os.path.abspath(output_dir))) + name_suffix
     repo_id = repo_id if "/" in repo_id else f"{user}/{repo_id}"
     try:
         api.create_repo(

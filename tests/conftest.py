@@ -132,6 +132,9 @@ def hub(monkeypatch):
         for key, value in env.items():
             monkeypatch.setenv(key, value)
         monkeypatch.setattr(constants, "ENDPOINT", server.url)
+        monkeypatch.setattr(
+            constants, "HUGGINGFACE_CO_URL_TEMPLATE", server.url + "/{repo_id}/resolve/{revision}/{filename}"
+        )
         monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
         server.env = env
         yield server

@@ -6,8 +6,10 @@ import math
 import os
 
 import pytest
+from huggingface_hub import HfApi
 
 from conftest import (
+    TOKEN,
     USER,
     accelerate_launch,
     load_trainer,
@@ -15,6 +17,7 @@ from conftest import (
     predict_in_fresh_process,
     run_in_fresh_process,
 )
+from shared.args import ModelArguments
 from shared.errors import InputError
 
 mlm_then_classify = load_trainer("mlm_then_classify")
@@ -123,3 +126,17 @@ def test_accelerate_launch_and_the_classifier_loads_with_pipeline(tiny_bert, rev
 
     predictions = predict_in_fresh_process(out, ["great fun film"])
     assert predictions[0]["label"] in {"negative", "positive"}
+
+
+def test_classify_alone_honours_the_encoders_revision(hub, tiny_bert, data_args, mlm_training_args):
+    api = HfApi(endpoint=hub.url, token=TOKEN)
+    api.create_repo(f"{USER}/encoder")
+    first = api.upload_folder(repo_id=f"{USER}/encoder", folder_path=tiny_bert).oid
+    api.upload_file(path_or_fileobj=b"a later commit", path_in_repo="NOTES.md", repo_id=f"{USER}/encoder")
+
+    model_args = ModelArguments(f"{USER}/encoder", model_revision=first)
+    mlm_then_classify.main(model_args, data_args, mlm_then_classify.MLMArguments(phase="classify"), mlm_training_args)
+
+    downloads = [path for method, path in hub.state.requests if method == "GET" and "/resolve/" in path]
+    assert f"/{USER}/encoder/resolve/{first}/model.safetensors" in downloads
+    assert not [path for path in downloads if "/resolve/main/" in path]

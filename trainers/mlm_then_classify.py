@@ -75,8 +75,9 @@ class MLMArguments:
 
 @dataclass
 class Adaptation:
-    encoder: str  # folder of the adapted encoder
+    encoder: str  # the adapted encoder's folder; with --phase classify, the given encoder
     num_texts: int
+    revision: str = "main"
     published_as: str | None = None  # its Hub repo, once pushed
     perplexity_before: float | None = None
     perplexity_after: float | None = None
@@ -207,25 +208,22 @@ def main(
 ) -> dict | None:
     # Everything that can be wrong with the request fails here, before a model is downloaded.
     hub_args = hub_args_from(training_args)
-    classify_target = preflight(hub_args, training_args.output_dir) if mlm_args.phase != "mlm" else None
-    encoder_target = None
-    if mlm_args.phase != "classify":
-        name = classify_target.repo_id if classify_target else hub_args.hub_model_id
-        name = name or os.path.basename(os.path.abspath(training_args.output_dir))
-        encoder_target = preflight(replace(hub_args, hub_model_id=f"{name}-mlm"), training_args.output_dir)
+    output_dir = training_args.output_dir
+    classify_target = preflight(hub_args, output_dir) if mlm_args.phase != "mlm" else None
+    encoder_target = preflight(hub_args, output_dir, name_suffix="-mlm") if mlm_args.phase != "classify" else None
     # Text needs no labels: phase 1 reads the whole training split, phase 2 only the few-shot sample if asked.
     splits = load_labeled_data(replace(data_args, samples_per_label=None), training_args.seed)
     texts = read_domain_texts(splits["train"]["text"], mlm_args, data_args.text_column_name)
     if data_args.samples_per_label:
         splits["train"] = sample_per_label(splits["train"], data_args.samples_per_label, training_args.seed)
 
-    adaptation = Adaptation(encoder=model_args.model_name_or_path, num_texts=0)
+    adaptation = Adaptation(encoder=model_args.model_name_or_path, revision=model_args.model_revision, num_texts=0)
     if mlm_args.phase != "classify":
         adaptation = adapt_encoder(model_args, texts, list(splits["validation"]["text"]), mlm_args, data_args,
                                    training_args)  # fmt: skip
+        adaptation.published_as = encoder_target.repo_id if encoder_target else None
         if training_args.process_index == 0:
             publish_encoder(adaptation, model_args, data_args, mlm_args, encoder_target)
-            adaptation.published_as = encoder_target.repo_id if encoder_target else None
     if mlm_args.phase == "mlm":
         return None
     return classify(adaptation, model_args, data_args, mlm_args, training_args, splits, classify_target)
@@ -256,12 +254,12 @@ def publish_encoder(adaptation, model_args, data_args, mlm_args, target) -> None
 def classify(adaptation, model_args, data_args, mlm_args, training_args, splits, target) -> dict:
     """Phase 2: the full fine-tuning recipe, started from the adapted encoder."""
     names = label_names(splits)
-    tokenizer = load_pretrained(AutoTokenizer, adaptation.encoder)
+    tokenizer = load_pretrained(AutoTokenizer, adaptation.encoder, adaptation.revision)
     with training_args.main_process_first(desc="tokenizing"):
         tokenized = tokenize_splits(splits, tokenizer, data_args.max_seq_length)
     # Seed before building the model, so the new head starts from the same weights on every run.
     set_seed(training_args.seed)
-    model = load_classifier(adaptation.encoder, "main", names)
+    model = load_classifier(adaptation.encoder, adaptation.revision, names)
     trainable_params, total_params = count_parameters(model)
     trainer = classifier_trainer(model, tokenizer, tokenized, training_args)
     output = trainer.train()
