@@ -89,8 +89,8 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefa
     """Keep the script docstring's layout (its launch command) and show every flag's default."""
 
 
-def parse_cli(dataclass_types: list[type], description: str, args: list[str] | None = None, **defaults) -> tuple:
+def parse_cli(dataclass_types: list[type], description: str, **defaults) -> tuple:
     """Parse the command line into the given dataclasses; `defaults` replace the dataclasses' own defaults."""
     parser = HfArgumentParser(dataclass_types, description=description, formatter_class=_HelpFormatter)
     parser.set_defaults(**defaults)
-    return parser.parse_args_into_dataclasses(args=args)
+    return parser.parse_args_into_dataclasses()

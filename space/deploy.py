@@ -13,6 +13,7 @@ import shutil
 import tempfile
 
 import yaml
+from huggingface_hub import SpaceCard
 
 from shared.args import HubArguments
 from shared.errors import InputError, exit_on_cli_error
@@ -34,13 +35,9 @@ def stage(folder: str, models: list[str]) -> None:
     with open(os.path.join(folder, "models.yaml"), "w") as f:
         yaml.safe_dump({"models": [{k: v for k, v in e.items() if v} for e in entries]}, f, sort_keys=False)
     # The card's `models:` links the Space to the models' pages on the Hub.
-    card_path = os.path.join(folder, "README.md")
-    with open(card_path) as f:
-        _, front_matter, body = f.read().split("---\n", 2)
-    metadata = yaml.safe_load(front_matter)
-    metadata["models"] = [e["id"] for e in entries]
-    with open(card_path, "w") as f:
-        f.write(f"---\n{yaml.safe_dump(metadata, sort_keys=False, allow_unicode=True)}---\n{body}")
+    card = SpaceCard.load(os.path.join(folder, "README.md"))
+    card.data.models = [e["id"] for e in entries]
+    card.save(os.path.join(folder, "README.md"))
 
 
 def deploy(space_id: str, models: list[str], private: bool | None = None) -> str:

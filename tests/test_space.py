@@ -3,6 +3,7 @@
 import csv
 import os
 import sys
+import time
 
 import httpx
 import pytest
@@ -146,8 +147,6 @@ def test_app_pulls_models_by_repo_id_from_the_hub(hub, trained, tmp_path):
 
 
 def wait_for_client(url: str, process, timeout_s: float = 80) -> Client:
-    import time
-
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:

@@ -129,6 +129,7 @@ def main(
     start = time.perf_counter()
     trainer.train()
     runtime = time.perf_counter() - start
+    pairs = pairs_seen(trainer)
 
     eval_split = eval_split_name(splits)
     predictions = model.predict(list(splits[eval_split]["text"]), use_labels=False, as_numpy=True)
@@ -143,7 +144,7 @@ def main(
         metrics=metrics,
         train_runtime_s=runtime,
         # SetFit's training samples are sentence pairs: those the body saw, over the whole run's time.
-        train_samples_per_second=pairs_seen(trainer) / runtime,
+        train_samples_per_second=pairs / runtime,
         trainable_params=head_and_body_parameters(model),
         total_params=head_and_body_parameters(model),
         seed=setfit_args.seed,
@@ -162,7 +163,7 @@ def main(
             "head": setfit_args.head_type,
             "pickle_free_head": "model_head.safetensors",
             "training_samples": "sentence pairs",
-            "pairs_seen": round(pairs_seen(trainer)),
+            "pairs_seen": round(pairs),
         },
     )
 
