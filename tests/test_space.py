@@ -103,7 +103,8 @@ def test_fill_mask_compares_base_and_adapted_encoders(served, trained):
     client, _ = served
     base, adapted = client.predict(trained["mlm"], "the movie was [MASK]", api_name="/fill_mask")
     assert len(base["data"]) == 5 and len(adapted["data"]) == 5
-    assert [row[0] for row in base["data"]] != [] and base["data"] != adapted["data"]
+    assert all(row[0] for row in base["data"] + adapted["data"])  # every candidate is a token
+    assert base["data"] != adapted["data"]  # the adapted encoder answers differently from its base
 
 
 def test_models_yaml_and_model_ids_with_revisions(tmp_path):
