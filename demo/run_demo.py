@@ -35,13 +35,13 @@ FLAGS = {
     "full": {
         "full_finetune": ["--num_train_epochs", "4", "--learning_rate", "5e-5"],
         "freeze_layers": ["--num_train_epochs", "4", "--learning_rate", "1e-4", "--num_frozen_layers", "4"],
-        "setfit_fewshot": ["--num_iterations", "20", "--num_epochs", "1"],
+        "setfit_fewshot": ["--num_iterations", "20", "--num_train_epochs", "1"],
         "mlm_then_classify": ["--num_train_epochs", "4", "--learning_rate", "5e-5", "--mlm_num_train_epochs", "4"],
     },
     "reduced": {
         "full_finetune": ["--max_steps", "4", "--learning_rate", "1e-3"],
         "freeze_layers": ["--max_steps", "4", "--learning_rate", "1e-3", "--num_frozen_layers", "1"],
-        "setfit_fewshot": ["--num_iterations", "2", "--num_epochs", "1", "--max_steps", "4"],
+        "setfit_fewshot": ["--num_iterations", "2", "--num_train_epochs", "1", "--max_steps", "4"],
         "mlm_then_classify": ["--max_steps", "4", "--learning_rate", "1e-3"],
     },
 }
@@ -70,7 +70,7 @@ def default_model() -> str:
 def train(method: str, model: str, output_dir: str, mode: str, hub_org: str | None) -> dict:
     """One method as a user runs it; its output streams to this terminal (progress bars included)."""
     command = [
-        os.path.join(os.path.dirname(sys.executable), "accelerate"), "launch",
+        os.path.join(os.path.dirname(sys.executable), "accelerate"), "launch", "-q",
         "--config_file", os.path.join(ROOT, "accelerate_config.yaml"),
         os.path.join(ROOT, "trainers", f"{method}.py"),
         "--model_name_or_path", model,

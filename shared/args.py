@@ -1,12 +1,27 @@
-"""Command-line arguments that every trainer shares: the model, the data and where the result is published.
+"""Command-line arguments that every trainer shares: the model, the data, how to train and where the result goes.
 
-Flag names follow the transformers example scripts, so a command line written for those works here.
+One vocabulary for all four methods: flag names follow transformers' TrainingArguments and example scripts, so a
+command line written for those works here, and one command line works for every method. Defaults live in the
+dataclasses, so `main(...)` called from Python trains exactly as the command line does.
 """
 
 import argparse
-from dataclasses import dataclass, field
+import difflib
+import json
+import os
+import sys
+from dataclasses import MISSING, dataclass, field, fields, make_dataclass
 
+import torch
+import yaml
+from huggingface_hub.errors import HFValidationError
+from huggingface_hub.utils import validate_repo_id
 from transformers import HfArgumentParser, TrainingArguments
+from transformers.trainer_utils import IntervalStrategy, SaveStrategy
+
+from shared.errors import InputError
+
+CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
 
 
 @dataclass
@@ -54,43 +69,240 @@ class DataArguments:
             self.dataset_name = "rotten_tomatoes"
 
 
+def _book(name: str, default, help: str | None = None):
+    """A TrainingArguments field with another default (and help); its type comes from the annotation."""
+    metadata = dict(TrainingArguments.__dataclass_fields__[name].metadata)
+    if help:
+        metadata["help"] = help
+    if callable(default):
+        return field(default_factory=default, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+@dataclass
+class RecipeTrainingArguments(TrainingArguments):
+    """transformers' TrainingArguments with the book's recipe as defaults: lr 2e-5, batch 16, one epoch, weight
+    decay 0.01, an evaluation after each epoch; batches grouped by length (less padding, same accuracy); no
+    checkpoints unless asked for; no trackers unless asked for."""
+
+    learning_rate: float = _book("learning_rate", 2e-5)
+    per_device_train_batch_size: int = _book("per_device_train_batch_size", 16)
+    per_device_eval_batch_size: int = _book("per_device_eval_batch_size", 16)
+    num_train_epochs: float = _book("num_train_epochs", 1.0)
+    weight_decay: float = _book("weight_decay", 0.01)
+    eval_strategy: IntervalStrategy | str = _book("eval_strategy", "epoch")
+    save_strategy: SaveStrategy | str = _book("save_strategy", "no")
+    report_to: None | str | list[str] = _book("report_to", "none")
+    train_sampling_strategy: str = _book("train_sampling_strategy", "group_by_length")
+    # Pinned memory only speeds up copies to a GPU; on a CPU-only machine it is a warning per batch.
+    dataloader_pin_memory: bool = _book("dataloader_pin_memory", torch.cuda.is_available)
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Clear --output_dir first when it holds files of another run (otherwise: an error)."},
+    )
+
+    def __post_init__(self):
+        check_hub_model_id(self.hub_model_id)
+        super().__post_init__()
+
+
+# The training flags every method takes, with the same meaning: SetFit maps them onto setfit's own arguments.
+COMMON_TRAINING_FLAGS = (
+    "output_dir", "seed", "num_train_epochs", "max_steps", "learning_rate", "per_device_train_batch_size",
+    "per_device_eval_batch_size", "report_to", "logging_steps", "bf16", "fp16", "save_strategy", "save_steps",
+    "save_total_limit", "resume_from_checkpoint", "overwrite_output_dir",
+    "push_to_hub", "hub_model_id", "hub_private_repo",
+)  # fmt: skip
+
+
+def common_training_arguments(class_name: str, without: list[str] = (), **defaults) -> type:
+    """A dataclass of the common training flags but those `without`, with RecipeTrainingArguments' types, help
+    and defaults (`defaults` replace some), for a method that does not train through transformers' Trainer."""
+    specs = []
+    for f in fields(RecipeTrainingArguments):
+        if f.name in COMMON_TRAINING_FLAGS and f.name not in without:
+            if f.name in defaults:
+                spec = field(default=defaults[f.name], metadata=f.metadata)
+            elif f.default is not MISSING:
+                spec = field(default=f.default, metadata=f.metadata)
+            else:
+                spec = field(default_factory=f.default_factory, metadata=f.metadata)
+            specs.append((f.name, f.type, spec))
+
+    def __post_init__(self):
+        check_hub_model_id(self.hub_model_id)
+
+    return make_dataclass(class_name, specs, namespace={"__post_init__": __post_init__})
+
+
+def with_defaults(cls: type, class_name: str, **defaults) -> type:
+    """A subclass of the dataclass `cls` whose named fields default to other values, with the same type and help:
+    how one method's defaults differ from the others' (SetFit's base model, its few-shot sample)."""
+    specs = [
+        (
+            name,
+            cls.__dataclass_fields__[name].type,
+            field(default=value, metadata=cls.__dataclass_fields__[name].metadata),
+        )
+        for name, value in defaults.items()
+    ]
+    return make_dataclass(class_name, specs, bases=(cls,))
+
+
 @dataclass
 class HubArguments:
-    """Where the finished model goes. Trainers on transformers' Trainer take these from TrainingArguments."""
+    """Where the finished model goes. Tokens come from HF_TOKEN or `hf auth login`, never from a flag: a flag's
+    value shows in process lists, shell history and the launcher's error messages."""
 
     push_to_hub: bool = field(default=False, metadata={"help": "Publish the final model to the Hub."})
     hub_model_id: str | None = field(
         default=None, metadata={"help": "Repo to publish to, `namespace/name`; default: your user and output_dir."}
     )
     hub_private_repo: bool | None = field(default=None, metadata={"help": "Create the repo private."})
-    hub_token: str | None = field(
-        default=None, repr=False, metadata={"help": "Token to publish with; default: HF_TOKEN or login."}
-    )
+
+    def __post_init__(self):
+        check_hub_model_id(self.hub_model_id)
 
 
-def hub_args_from(training_args: TrainingArguments) -> HubArguments:
-    """Take the publishing flags out of TrainingArguments.
+def check_hub_model_id(repo_id: str | None) -> None:
+    if repo_id is None:
+        return
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError:
+        raise InputError(
+            f"--hub_model_id {repo_id!r} is not a valid repo id: use `name` or `namespace/name`, with letters, "
+            "digits, '-', '_' and '.' only (at most 96 characters)"
+        ) from None
 
-    The Trainer would otherwise push every checkpoint while training, and pickle the token into
-    training_args.bin; we publish the final model once, after the preflight, with the token held only here.
+
+def hub_args_from(training_args) -> HubArguments:
+    """Take the publishing flags out of the training arguments.
+
+    The Trainer would otherwise push every checkpoint while training; we publish the final model once, after
+    the preflight.
     """
     hub_args = HubArguments(
         push_to_hub=training_args.push_to_hub,
         hub_model_id=training_args.hub_model_id,
         hub_private_repo=training_args.hub_private_repo,
-        hub_token=training_args.hub_token,
     )
     training_args.push_to_hub = False
-    training_args.hub_token = None
     return hub_args
+
+
+# Flags every script refuses, and why.
+REFUSED_FLAGS = {
+    "--hub_token": "pass the token through HF_TOKEN or `hf auth login`, never as a flag, where process lists, "
+    "shell history and error messages show it",
+}
 
 
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
     """Keep the script docstring's layout (its launch command) and show every flag's default."""
 
 
-def parse_cli(dataclass_types: list[type], description: str, **defaults) -> tuple:
-    """Parse the command line into the given dataclasses; `defaults` replace the dataclasses' own defaults."""
-    parser = HfArgumentParser(dataclass_types, description=description, formatter_class=_HelpFormatter)
+class _Parser(HfArgumentParser):
+    def error(self, message):
+        # argparse would print its whole usage (hundreds of flags) and exit; one line says more.
+        raise InputError(f"{message} (see --help)")
+
+
+def parse_cli(
+    dataclass_types: list[type],
+    description: str,
+    argv: list[str] | None = None,
+    refused: dict[str, str] | None = None,
+    **defaults,
+) -> tuple:
+    """Parse the command line into the given dataclasses: flags, or one .yaml/.json config file first and flags
+    after it that override the file. Every mistake is reported at once: unknown flags (with the closest real
+    one), flags that are `refused` here (flag -> why) or anywhere (REFUSED_FLAGS), bad values.
+
+    `defaults` are for what differs per script and never for training (the output folder's name): training
+    defaults live in the dataclasses, so that main() called from Python trains as the command line does.
+    """
+    refused = {**REFUSED_FLAGS, **(refused or {})}
+    parser = _Parser(dataclass_types, description=description, formatter_class=_HelpFormatter, allow_abbrev=False)
     parser.set_defaults(**defaults)
-    return parser.parse_args_into_dataclasses()
+    for action in parser._actions:
+        if set(action.option_strings) & refused.keys():
+            action.help = argparse.SUPPRESS
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0].endswith(CONFIG_SUFFIXES) and not argv[0].startswith("-"):
+        argv = config_flags(argv[0], parser) + argv[1:]
+    argv, refused_given = _without_flags(argv, refused.keys())
+    problems = [f"{flag}: {refused[flag]}" for flag in refused_given]
+    options = {option for action in parser._actions for option in action.option_strings}
+    problems += [_unknown_flag(t, parser) for t in argv if t.startswith("--") and t.split("=", 1)[0] not in options]
+    try:
+        _, unknown = parser.parse_known_args(argv)
+    except InputError as err:  # a bad value: argparse stops there, after the flags above were all checked
+        problems += err.problems
+    else:
+        for previous, token in zip([None, *unknown], unknown, strict=False):
+            if not token.startswith("--") and (previous is None or not previous.startswith("--")):
+                problems.append(f"unexpected argument {token!r}")  # not an unknown flag's value
+    if problems:
+        raise InputError(problems)
+    try:
+        return parser.parse_args_into_dataclasses(args=argv)
+    except ValueError as err:  # a dataclass's own check, e.g. TrainingArguments' combinations of flags
+        if isinstance(err, InputError):
+            raise
+        raise InputError(str(err).strip()) from err
+
+
+def _without_flags(argv: list[str], flags) -> tuple[list[str], list[str]]:
+    """argv without `flags` and their values (which must not be echoed in an error), and those of them given."""
+    kept, given = [], []
+    tokens = iter(argv)
+    for token in tokens:
+        flag = token.split("=", 1)[0]
+        if flag not in flags:
+            kept.append(token)
+            continue
+        given.append(flag)
+        if "=" not in token:
+            next(tokens, None)  # the value
+    return kept, given
+
+
+def config_flags(path: str, parser: argparse.ArgumentParser) -> list[str]:
+    """A config file's keys and values as the flags they stand for, so a file and a command line mean the same."""
+    if not os.path.isfile(path):
+        raise InputError(f"config file {path} does not exist")
+    with open(path) as f:
+        try:
+            config = json.load(f) if path.endswith(".json") else yaml.safe_load(f)
+        except (ValueError, yaml.YAMLError) as err:
+            kind = "JSON" if path.endswith(".json") else "YAML"
+            raise InputError(f"config file {path} is not valid {kind}: {err}") from None
+    if not isinstance(config, dict):
+        raise InputError(f"config file {path} must map flag names to values, like `learning_rate: 2e-5`")
+    known = {action.dest for action in parser._actions}
+    problems = [f"{path}: {_unknown_flag('--' + key, parser).replace('--', '')}" for key in config if key not in known]
+    if problems:
+        raise InputError(problems)
+    flags = []
+    for key, value in config.items():
+        if value is None:
+            continue  # null: the flag's default
+        values = value if isinstance(value, list) else [value]
+        flags += [f"--{key}", *(_flag_value(v) for v in values)]
+    return flags
+
+
+def _flag_value(value) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    return json.dumps(value) if isinstance(value, dict) else str(value)
+
+
+def _unknown_flag(token: str, parser: argparse.ArgumentParser) -> str:
+    flag = token.split("=", 1)[0]
+    if flag.lstrip("-") in TrainingArguments.__dataclass_fields__:
+        return f"{flag}: {parser.prog} does not use this flag of transformers' Trainer; its own flags are in --help"
+    options = [option for action in parser._actions for option in action.option_strings]
+    close = difflib.get_close_matches(flag, options, n=1, cutoff=0.75)
+    return f"{flag}: no such flag" + (f"; did you mean {close[0]}?" if close else " (see --help)")

@@ -1,35 +1,100 @@
-"""Sequence classification on transformers: the steps that full fine-tuning, layer freezing and the MLM
-method's second phase share, so the three train and evaluate a classifier the same way."""
+"""The Trainer-based recipe: tokenize, build the classifier, train, evaluate, save, write the card, publish.
+
+Full fine-tuning, layer freezing and the MLM method's second phase all run `train_classifier`; what sets one
+method apart is a `Method`: its name and card summary, which weights train, and what else it records.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 from datasets import DatasetDict
 from transformers import (
     AutoModelForSequenceClassification,
+    AutoTokenizer,
     DataCollatorWithPadding,
+    PreTrainedModel,
     PreTrainedTokenizerBase,
     Trainer,
     TrainingArguments,
+    set_seed,
 )
 
-from shared.args import DataArguments
-from shared.hub import load_pretrained
+from shared.args import DataArguments, ModelArguments
+from shared.data import dataset_source, eval_split_name, label_names
+from shared.hub import PUSH_IGNORE, HubTarget, load_pretrained
 from shared.metrics import classification_metrics, trainer_compute_metrics
+from shared.publish import publish
+from shared.results import build_results, count_parameters
 
-# Command-line defaults of the Trainer-based scripts: the book's recipe (lr 2e-5, batch 16, one epoch, weight
-# decay 0.01), length-grouped batches, an evaluation after each epoch, no checkpoints unless asked for.
-BOOK_RECIPE = {
-    "learning_rate": 2e-5,
-    "per_device_train_batch_size": 16,
-    "per_device_eval_batch_size": 16,
-    "num_train_epochs": 1,
-    "weight_decay": 0.01,
-    "eval_strategy": "epoch",
-    "save_strategy": "no",
-    "report_to": "none",
-    "train_sampling_strategy": "group_by_length",
-    "dataloader_pin_memory": torch.cuda.is_available(),  # pinned memory only speeds up copies to a GPU
-}
+
+@dataclass
+class Method:
+    """What one Trainer-based method adds to the recipe."""
+
+    name: str
+    summary: str  # the card's one-line account of what trains
+    # Called on the freshly built classifier, before training: decides which weights train, and returns what
+    # results.json should record about it.
+    prepare_model: Callable[[PreTrainedModel], dict] | None = None
+    details: dict = field(default_factory=dict)  # more for results.json's method_details
+    hyperparameters: dict = field(default_factory=dict)  # the method's own flags, for the card
+    base_model: str | None = None  # what the card names as the base, when training starts from another encoder
+    # A phase that ran before this one (masked-LM adaptation) is part of the method's cost.
+    earlier_runtime_s: float = 0.0
+    earlier_samples: float = 0.0
+    publish_ignore: list[str] = field(default_factory=list)
+
+
+def train_classifier(
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    training_args: TrainingArguments,
+    splits: DatasetDict,
+    target: HubTarget | None,
+    method: Method,
+) -> dict:
+    """Train a sequence classifier from `model_args`' encoder on `splits`, evaluate it, save it to
+    output_dir with its card and results.json, and publish it to `target` when given. Returns the results."""
+    names = label_names(splits)
+    tokenizer = load_pretrained(AutoTokenizer, model_args.model_name_or_path, model_args.model_revision)
+    with training_args.main_process_first(desc="tokenizing"):
+        tokenized = tokenize_splits(splits, tokenizer, data_args.max_seq_length)
+
+    # Seed before building the model, so the new head starts from the same weights on every run.
+    set_seed(training_args.seed)
+    model = load_classifier(model_args.model_name_or_path, model_args.model_revision, names)
+    details = method.prepare_model(model) if method.prepare_model else {}
+    trainable_params, total_params = count_parameters(model)
+
+    trainer = classifier_trainer(model, tokenizer, tokenized, training_args)
+    output = trainer.train()
+    runtime = method.earlier_runtime_s + output.metrics["train_runtime"]
+    samples = method.earlier_samples + output.metrics["train_samples_per_second"] * output.metrics["train_runtime"]
+    eval_split = eval_split_name(splits)
+    results = build_results(
+        method=method.name,
+        base_model=method.base_model or model_args.model_name_or_path,
+        dataset=dataset_source(data_args),
+        label_names=names,
+        num_train_samples=len(splits["train"]),
+        eval_split=eval_split,
+        metrics=evaluate_classifier(trainer, tokenized[eval_split], names),
+        train_runtime_s=runtime,
+        train_samples_per_second=samples / runtime,
+        trainable_params=trainable_params,
+        total_params=total_params,
+        seed=training_args.seed,
+        hyperparameters={**hyperparameters(training_args, data_args), **method.hyperparameters},
+        num_processes=training_args.world_size,
+        method_details={**details, **method.details},
+    )
+
+    trainer.save_model(training_args.output_dir)  # every process takes part; only the main one writes
+    if trainer.is_world_process_zero():
+        ignore = [*PUSH_IGNORE, *method.publish_ignore]
+        publish(training_args.output_dir, results, target, method_summary=method.summary, ignore_patterns=ignore)
+    return results
 
 
 def tokenize_splits(splits: DatasetDict, tokenizer: PreTrainedTokenizerBase, max_seq_length: int) -> DatasetDict:
@@ -85,6 +150,7 @@ def hyperparameters(training_args: TrainingArguments, data_args: DataArguments) 
         "num_train_epochs": training_args.num_train_epochs,
         "max_steps": training_args.max_steps,
         "per_device_train_batch_size": training_args.per_device_train_batch_size,
+        "train_sampling_strategy": training_args.train_sampling_strategy,
         "processes": training_args.world_size,
         "weight_decay": training_args.weight_decay,
         "warmup_steps": training_args.warmup_steps,

@@ -1,6 +1,7 @@
 """Errors that end a run with one clear message instead of a traceback, and how the command line reports them."""
 
 import contextlib
+import os
 import sys
 
 
@@ -22,9 +23,13 @@ class PublishError(CliError, RuntimeError):
 
 @contextlib.contextmanager
 def exit_on_cli_error():
-    """Print a CliError as `error: ...` and exit: 2 for bad input (as argparse does for a bad flag), else 1."""
+    """Print a CliError as `error: ...` and exit: 2 for bad input (as argparse does for a bad flag), else 1.
+
+    Bad input is the same on every process of a launch, so only the first one says it.
+    """
     try:
         yield
     except CliError as err:
-        print(f"error: {err}" if len(err.problems) == 1 else f"error:\n{err}", file=sys.stderr)
+        if not (isinstance(err, InputError) and int(os.environ.get("RANK", "0")) != 0):
+            print(f"error: {err}" if len(err.problems) == 1 else f"error:\n{err}", file=sys.stderr)
         sys.exit(2 if isinstance(err, InputError) else 1)

@@ -48,7 +48,7 @@ def preflight(
     if not hub_args.push_to_hub:
         return None
     endpoint = constants.ENDPOINT
-    token = hub_args.hub_token or get_token()
+    token = get_token()
     if not token:
         raise InputError("--push_to_hub needs a Hub token with write access: set HF_TOKEN or run `hf auth login`")
     api = HfApi(endpoint=endpoint, token=token)

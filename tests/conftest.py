@@ -8,10 +8,9 @@ import sys
 import pytest
 from gradio_client import Client
 from huggingface_hub import constants
-from transformers import TrainingArguments
 
 from hub_server import HubServer
-from shared.args import DataArguments, HubArguments, ModelArguments
+from shared.args import DataArguments, ModelArguments, RecipeTrainingArguments
 from shared.inference import ModelSpec
 from tiny import FAMILIES, build_tiny_encoder, build_tiny_sentence_transformer, write_reviews_csv
 
@@ -62,9 +61,9 @@ def data_args(reviews) -> DataArguments:
 
 
 @pytest.fixture
-def training_args(tmp_path) -> TrainingArguments:
+def training_args(tmp_path) -> RecipeTrainingArguments:
     """A few quick steps: enough to change every weight, not enough to slow the suite."""
-    return TrainingArguments(
+    return RecipeTrainingArguments(
         output_dir=str(tmp_path / "run"),
         max_steps=3,
         per_device_train_batch_size=8,
@@ -73,7 +72,6 @@ def training_args(tmp_path) -> TrainingArguments:
         report_to="none",
         save_strategy="no",
         eval_strategy="no",
-        train_sampling_strategy="group_by_length",
         seed=7,
         disable_tqdm=True,
     )
@@ -92,8 +90,8 @@ def trained(tmp_path_factory, tiny_bert, tiny_sentence_transformer, reviews) -> 
         text_column_name="review", label_column_name="sentiment", max_seq_length=32,
     )  # fmt: skip
 
-    def args(name: str) -> TrainingArguments:
-        return TrainingArguments(
+    def args(name: str) -> RecipeTrainingArguments:
+        return RecipeTrainingArguments(
             output_dir=str(root / name), max_steps=20, learning_rate=1e-3, per_device_train_batch_size=8,
             report_to="none", save_strategy="no", disable_tqdm=True,
         )  # fmt: skip
@@ -102,8 +100,9 @@ def trained(tmp_path_factory, tiny_bert, tiny_sentence_transformer, reviews) -> 
     mlm = load_module("trainers/mlm_then_classify.py")
     mlm.main(ModelArguments(tiny_bert), data, mlm.MLMArguments(), args("mlm"))
     setfit = load_module("trainers/setfit_fewshot.py")
-    setfit_args = setfit.SetFitArguments(output_dir=str(root / "setfit"), num_iterations=2, num_epochs=1)
-    setfit.main(ModelArguments(tiny_sentence_transformer), data, setfit_args, HubArguments())
+    setfit_training = setfit.SetFitTrainingArguments(output_dir=str(root / "setfit"), num_train_epochs=1)
+    setfit_args = setfit.SetFitArguments(num_iterations=2)
+    setfit.main(ModelArguments(tiny_sentence_transformer), data, setfit_args, setfit_training)
     return {"full": str(root / "full"), "setfit": str(root / "setfit"), "mlm": str(root / "mlm")}
 
 

@@ -106,7 +106,7 @@ def test_cli_bad_input_is_one_error_line_not_a_traceback(reviews, tiny_bert, tmp
 def test_help_shows_the_launch_command_and_the_book_defaults():
     result = run_script([sys.executable, "trainers/full_finetune.py", "--help"])
     assert result.returncode == 0
-    assert "accelerate launch --config_file accelerate_config.yaml trainers/full_finetune.py" in result.stdout
+    assert "accelerate launch -q --config_file accelerate_config.yaml trainers/full_finetune.py \\" in result.stdout
     for flag in ("--model_name_or_path", "--dataset_name", "--train_file", "--text_column_name", "--samples_per_label",
                  "--push_to_hub", "--hub_model_id", "--hub_private_repo", "--num_train_epochs", "--bf16"):  # fmt: skip
         assert flag in result.stdout
@@ -122,6 +122,6 @@ def test_cli_defaults_reproduce_the_book_recipe():
     assert default("model_name_or_path") == "bert-base-cased"
     assert "given either, is rotten_tomatoes" in options  # --dataset_name's default when no --train_file is given
     assert default("learning_rate") == "2e-05" and default("per_device_train_batch_size") == "16"
-    assert default("num_train_epochs") == "1" and default("weight_decay") == "0.01"
+    assert default("num_train_epochs") == "1.0" and default("weight_decay") == "0.01"
     assert default("train_sampling_strategy") == "group_by_length"
     assert default("output_dir") == "outputs/full_finetune"

@@ -9,7 +9,7 @@ import pytest
 from setfit import SetFitModel
 
 from conftest import ORG, accelerate_launch, load_trainer, run_script, setfit_predict_in_fresh_process
-from shared.args import DataArguments, HubArguments, ModelArguments
+from shared.args import DataArguments, ModelArguments
 from shared.setfit_head import PortableHead
 
 setfit_fewshot = load_trainer("setfit_fewshot")
@@ -17,8 +17,10 @@ TEXTS = ["great fun movie", "dull boring plot", "the film was charming", "weak t
 
 
 def quick_args(tmp_path, head_type="logistic"):
-    return setfit_fewshot.SetFitArguments(
-        output_dir=str(tmp_path / "setfit"), num_iterations=2, num_epochs=1, head_type=head_type, head_num_epochs=2
+    """SetFit's own arguments and the shared training ones, for a quick run."""
+    return (
+        setfit_fewshot.SetFitArguments(num_iterations=2, head_type=head_type, head_num_epochs=2),
+        setfit_fewshot.SetFitTrainingArguments(output_dir=str(tmp_path / "setfit"), num_train_epochs=1),
     )
 
 
@@ -30,10 +32,10 @@ def few_shot(data_args) -> DataArguments:
 
 @pytest.mark.parametrize("head_type", ["logistic", "differentiable"])
 def test_saved_model_and_the_pickle_free_head_agree(head_type, tiny_sentence_transformer, few_shot, tmp_path):
-    args = quick_args(tmp_path, head_type)
-    results = setfit_fewshot.main(ModelArguments(tiny_sentence_transformer), few_shot, args, HubArguments())
+    args, training = quick_args(tmp_path, head_type)
+    results = setfit_fewshot.main(ModelArguments(tiny_sentence_transformer), few_shot, args, training)
 
-    out = args.output_dir
+    out = training.output_dir
     assert {"model.safetensors", "model_head.pkl", "model_head.safetensors", "config_setfit.json", "README.md",
             "results.json"} <= set(os.listdir(out))  # fmt: skip
     assert results["method"] == "setfit_fewshot" and results["num_train_samples"] == 16  # 8 per label
@@ -54,10 +56,10 @@ def _numpy(values) -> np.ndarray:
 
 
 def test_loads_in_a_fresh_process_with_label_names(tiny_sentence_transformer, few_shot, tmp_path):
-    args = quick_args(tmp_path)
-    setfit_fewshot.main(ModelArguments(tiny_sentence_transformer), few_shot, args, HubArguments())
+    args, training = quick_args(tmp_path)
+    setfit_fewshot.main(ModelArguments(tiny_sentence_transformer), few_shot, args, training)
 
-    labels = setfit_predict_in_fresh_process(args.output_dir, TEXTS)
+    labels = setfit_predict_in_fresh_process(training.output_dir, TEXTS)
     assert len(labels) == len(TEXTS) and set(labels) <= {"negative", "positive"}
 
 
@@ -68,7 +70,7 @@ def test_two_processes_train_once_and_push_once(hub, tiny_sentence_transformer, 
         "--model_name_or_path", tiny_sentence_transformer,
         "--train_file", reviews["train"], "--test_file", reviews["test"],
         "--text_column_name", "review", "--label_column_name", "sentiment", "--samples_per_label", "4",
-        "--num_iterations", "2", "--num_epochs", "1", "--output_dir", str(tmp_path / "out"),
+        "--num_iterations", "2", "--num_train_epochs", "1", "--output_dir", str(tmp_path / "out"),
         "--push_to_hub", "--hub_model_id", repo_id,
         env=hub.env, processes=2,
     )  # fmt: skip

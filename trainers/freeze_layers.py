@@ -1,6 +1,6 @@
-"""Layer freezing: keep the embeddings and the lower N transformer blocks as pretrained, train the rest.
+r"""Layer freezing: keep the embeddings and the lower N transformer blocks as pretrained, train the rest.
 
-    accelerate launch --config_file accelerate_config.yaml trainers/freeze_layers.py \
+    accelerate launch -q --config_file accelerate_config.yaml trainers/freeze_layers.py \
         --model_name_or_path bert-base-cased --dataset_name rotten_tomatoes \
         --num_frozen_layers 10 --output_dir outputs/freeze_layers [--push_to_hub --hub_model_id you/name]
 
@@ -13,30 +13,17 @@ DeBERTa-v2 alike. Everything else (data flags, outputs, publishing) is as in ful
 
 import logging
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
-from transformers import (
-    AutoConfig,
-    AutoTokenizer,
-    PreTrainedModel,
-    TrainingArguments,
-    set_seed,
-)
+from transformers import AutoConfig, PreTrainedModel
 
-from shared.args import DataArguments, ModelArguments, hub_args_from, parse_cli
-from shared.classification import (
-    BOOK_RECIPE,
-    classifier_trainer,
-    evaluate_classifier,
-    hyperparameters,
-    load_classifier,
-    tokenize_splits,
-)
-from shared.data import dataset_source, eval_split_name, label_names, load_labeled_data
+from shared.args import DataArguments, ModelArguments, RecipeTrainingArguments, hub_args_from, parse_cli
+from shared.classification import Method, train_classifier
+from shared.data import load_labeled_data
 from shared.errors import InputError, exit_on_cli_error
 from shared.hub import load_pretrained, preflight
-from shared.publish import publish
-from shared.results import build_results, count_parameters
+from shared.results import count_parameters
 
 METHOD = "freeze_layers"
 
@@ -80,16 +67,19 @@ def encoder_blocks_name(model: PreTrainedModel) -> str:
     raise ValueError(f"no list of {model.config.num_hidden_layers} encoder blocks in {type(model).__name__}")
 
 
+# What main() takes, in order; the command line parses into these.
+ARGUMENTS = [ModelArguments, DataArguments, FreezeArguments, RecipeTrainingArguments]
+
+
 def main(
     model_args: ModelArguments,
     data_args: DataArguments,
     freeze_args: FreezeArguments,
-    training_args: TrainingArguments,
+    training_args: RecipeTrainingArguments,
 ) -> dict:
     # Everything that can be wrong with the request fails here, before the model is downloaded.
     target = preflight(hub_args_from(training_args), training_args.output_dir)
     splits = load_labeled_data(data_args, training_args.seed)
-    names = label_names(splits)
     config = load_pretrained(AutoConfig, model_args.model_name_or_path, model_args.model_revision)
     num_layers = config.num_hidden_layers
     num_frozen = num_layers if freeze_args.num_frozen_layers is None else freeze_args.num_frozen_layers
@@ -98,45 +88,22 @@ def main(
             f"--num_frozen_layers {num_frozen} is out of range: {model_args.model_name_or_path} has {num_layers} "
             f"layers, so use 0..{num_layers} ({num_layers} trains only the head)"
         )
-    tokenizer = load_pretrained(AutoTokenizer, model_args.model_name_or_path, model_args.model_revision)
-    with training_args.main_process_first(desc="tokenizing"):
-        tokenized = tokenize_splits(splits, tokenizer, data_args.max_seq_length)
-
-    # Seed before building the model, so the new head starts from the same weights on every run.
-    set_seed(training_args.seed)
-    model = load_classifier(model_args.model_name_or_path, model_args.model_revision, names)
-    frozen = freeze_lower_layers(model, num_frozen)
-    trainable_params, total_params = count_parameters(model)
-    logging.getLogger(METHOD).info(
-        "froze %d tensors: %s of %s parameters train", len(frozen), f"{trainable_params:,}", f"{total_params:,}"
+    method = Method(
+        METHOD,
+        summary(num_frozen, num_layers),
+        prepare_model=partial(freeze, num_frozen_layers=num_frozen),
+        details={"num_frozen_layers": num_frozen, "num_layers": num_layers},
     )
+    return train_classifier(model_args, data_args, training_args, splits, target, method)
 
-    trainer = classifier_trainer(model, tokenizer, tokenized, training_args)
-    train_output = trainer.train()
-    eval_split = eval_split_name(splits)
-    metrics = evaluate_classifier(trainer, tokenized[eval_split], names)
-    results = build_results(
-        method=METHOD,
-        base_model=model_args.model_name_or_path,
-        dataset=dataset_source(data_args),
-        label_names=names,
-        num_train_samples=len(splits["train"]),
-        eval_split=eval_split,
-        metrics=metrics,
-        train_runtime_s=train_output.metrics["train_runtime"],
-        train_samples_per_second=train_output.metrics["train_samples_per_second"],
-        trainable_params=trainable_params,
-        total_params=total_params,
-        seed=training_args.seed,
-        hyperparameters=hyperparameters(training_args, data_args),
-        num_processes=training_args.world_size,
-        method_details={"num_frozen_layers": num_frozen, "num_layers": num_layers, "frozen_tensors": len(frozen)},
-    )
 
-    trainer.save_model(training_args.output_dir)  # every process takes part; only the main one writes
-    if trainer.is_world_process_zero():
-        publish(training_args.output_dir, results, target, method_summary=summary(num_frozen, num_layers))
-    return results
+def freeze(model: PreTrainedModel, num_frozen_layers: int) -> dict:
+    """The method's hook into the recipe: freeze, and say how much."""
+    frozen = freeze_lower_layers(model, num_frozen_layers)
+    trainable, total = count_parameters(model)
+    logging.getLogger(METHOD).info("froze %d tensors: %s of %s parameters train", len(frozen), f"{trainable:,}",
+                                   f"{total:,}")  # fmt: skip
+    return {"frozen_tensors": len(frozen)}
 
 
 def summary(num_frozen: int, num_layers: int) -> str:
@@ -155,5 +122,4 @@ if __name__ == "__main__":
     logging.getLogger("shared").setLevel(logging.INFO)
     logging.getLogger(METHOD).setLevel(logging.INFO)
     with exit_on_cli_error():
-        dataclasses = [ModelArguments, DataArguments, FreezeArguments, TrainingArguments]
-        main(*parse_cli(dataclasses, __doc__, **BOOK_RECIPE, output_dir=f"outputs/{METHOD}"))
+        main(*parse_cli(ARGUMENTS, __doc__, output_dir=f"outputs/{METHOD}"))

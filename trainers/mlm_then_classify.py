@@ -1,7 +1,7 @@
-"""Domain adaptation: continue the encoder's masked-language-model pretraining on the domain's text, then
+r"""Domain adaptation: continue the encoder's masked-language-model pretraining on the domain's text, then
 fine-tune a classifier on the adapted encoder.
 
-    accelerate launch --config_file accelerate_config.yaml trainers/mlm_then_classify.py \
+    accelerate launch -q --config_file accelerate_config.yaml trainers/mlm_then_classify.py \
         --model_name_or_path bert-base-cased --dataset_name rotten_tomatoes \
         --mlm_num_train_epochs 3 --output_dir outputs/mlm_then_classify [--push_to_hub --hub_model_id you/name]
 
@@ -27,32 +27,15 @@ from transformers import (
     AutoTokenizer,
     DataCollatorForLanguageModeling,
     Trainer,
-    TrainingArguments,
     set_seed,
 )
 
-from shared.args import DataArguments, ModelArguments, hub_args_from, parse_cli
+from shared.args import DataArguments, ModelArguments, RecipeTrainingArguments, hub_args_from, parse_cli
 from shared.card import write_encoder_card
-from shared.classification import (
-    BOOK_RECIPE,
-    classifier_trainer,
-    evaluate_classifier,
-    hyperparameters,
-    load_classifier,
-    tokenize_splits,
-)
-from shared.data import (
-    FILE_BUILDERS,
-    dataset_source,
-    eval_split_name,
-    label_names,
-    load_labeled_data,
-    sample_per_label,
-)
+from shared.classification import Method, train_classifier
+from shared.data import FILE_BUILDERS, dataset_source, load_labeled_data, sample_per_label
 from shared.errors import InputError, exit_on_cli_error
-from shared.hub import PUSH_IGNORE, load_pretrained, preflight, push_folder
-from shared.publish import publish
-from shared.results import build_results, count_parameters
+from shared.hub import load_pretrained, preflight, push_folder
 
 METHOD = "mlm_then_classify"
 ENCODER_DIR = "mlm"
@@ -126,7 +109,7 @@ def adapt_encoder(
     held_out: list[str],
     mlm_args: MLMArguments,
     data_args: DataArguments,
-    training_args: TrainingArguments,
+    training_args: RecipeTrainingArguments,
 ) -> Adaptation:
     """Phase 1: masked-LM training on `texts`; perplexity on `held_out` before and after, under the same masks."""
     tokenizer = load_pretrained(AutoTokenizer, model_args.model_name_or_path, model_args.model_revision)
@@ -200,11 +183,15 @@ def adapt_encoder(
     )
 
 
+# What main() takes, in order; the command line parses into these.
+ARGUMENTS = [ModelArguments, DataArguments, MLMArguments, RecipeTrainingArguments]
+
+
 def main(
     model_args: ModelArguments,
     data_args: DataArguments,
     mlm_args: MLMArguments,
-    training_args: TrainingArguments,
+    training_args: RecipeTrainingArguments,
 ) -> dict | None:
     # Everything that can be wrong with the request fails here, before a model is downloaded.
     hub_args = hub_args_from(training_args)
@@ -253,44 +240,16 @@ def publish_encoder(adaptation, model_args, data_args, mlm_args, target) -> None
 
 def classify(adaptation, model_args, data_args, mlm_args, training_args, splits, target) -> dict:
     """Phase 2: the full fine-tuning recipe, started from the adapted encoder."""
-    names = label_names(splits)
-    tokenizer = load_pretrained(AutoTokenizer, adaptation.encoder, adaptation.revision)
-    with training_args.main_process_first(desc="tokenizing"):
-        tokenized = tokenize_splits(splits, tokenizer, data_args.max_seq_length)
-    # Seed before building the model, so the new head starts from the same weights on every run.
-    set_seed(training_args.seed)
-    model = load_classifier(adaptation.encoder, adaptation.revision, names)
-    trainable_params, total_params = count_parameters(model)
-    trainer = classifier_trainer(model, tokenizer, tokenized, training_args)
-    output = trainer.train()
-    runtime = adaptation.runtime_s + output.metrics["train_runtime"]
-    samples_seen = (
-        adaptation.samples_seen + output.metrics["train_samples_per_second"] * output.metrics["train_runtime"]
-    )
-    eval_split = eval_split_name(splits)
-    metrics = evaluate_classifier(trainer, tokenized[eval_split], names)
-    results = build_results(
-        method=METHOD,
+    method = Method(
+        METHOD,
+        summary(adaptation),
         base_model=model_args.model_name_or_path,
-        dataset=dataset_source(data_args),
-        label_names=names,
-        num_train_samples=len(splits["train"]),
-        eval_split=eval_split,
-        metrics=metrics,
-        # Both phases: the cost of the method is the adaptation plus the classifier.
-        train_runtime_s=runtime,
-        train_samples_per_second=samples_seen / runtime,
-        trainable_params=trainable_params,
-        total_params=total_params,
-        seed=training_args.seed,
         hyperparameters={
-            **hyperparameters(training_args, data_args),
             "mlm_probability": mlm_args.mlm_probability,
             "whole_word_masking": mlm_args.whole_word_masking,
             "mlm_num_train_epochs": mlm_args.mlm_num_train_epochs,
-        },  # fmt: skip
-        num_processes=training_args.world_size,
-        method_details={
+        },
+        details={
             # Where a reader (the Space's fill-mask tab) finds the encoder: its repo, else the local folder.
             "adapted_encoder": adaptation.published_as or adaptation.encoder,
             "mlm_texts": adaptation.num_texts,
@@ -298,18 +257,13 @@ def classify(adaptation, model_args, data_args, mlm_args, training_args, splits,
             "perplexity_before": adaptation.perplexity_before,
             "perplexity_after": adaptation.perplexity_after,
         },
+        # Both phases: the cost of the method is the adaptation plus the classifier.
+        earlier_runtime_s=adaptation.runtime_s,
+        earlier_samples=adaptation.samples_seen,
+        publish_ignore=[f"{ENCODER_DIR}/**"],  # the adapted encoder has a repo of its own
     )
-    trainer.save_model(training_args.output_dir)  # every process takes part; only the main one writes
-    if trainer.is_world_process_zero():
-        publish(
-            training_args.output_dir,
-            results,
-            target,
-            method_summary=summary(adaptation),
-            # The adapted encoder has a repo of its own.
-            ignore_patterns=[*PUSH_IGNORE, f"{ENCODER_DIR}/**"],
-        )
-    return results
+    encoder = ModelArguments(adaptation.encoder, adaptation.revision)
+    return train_classifier(encoder, data_args, training_args, splits, target, method)
 
 
 def summary(adaptation: Adaptation) -> str:
@@ -327,5 +281,4 @@ if __name__ == "__main__":
     logging.getLogger("shared").setLevel(logging.INFO)
     logger.setLevel(logging.INFO)
     with exit_on_cli_error():
-        dataclasses = [ModelArguments, DataArguments, MLMArguments, TrainingArguments]
-        main(*parse_cli(dataclasses, __doc__, **BOOK_RECIPE, output_dir=f"outputs/{METHOD}"))
+        main(*parse_cli(ARGUMENTS, __doc__, output_dir=f"outputs/{METHOD}"))

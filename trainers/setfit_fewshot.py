@@ -1,14 +1,21 @@
-"""SetFit: contrastive fine-tuning of a sentence-transformers body on pairs drawn from a few labeled examples,
+r"""SetFit: contrastive fine-tuning of a sentence-transformers body on pairs drawn from a few labeled examples,
 then a classifier head on the tuned embeddings.
 
-    accelerate launch --config_file accelerate_config.yaml trainers/setfit_fewshot.py \
+    accelerate launch -q --config_file accelerate_config.yaml trainers/setfit_fewshot.py \
         --model_name_or_path sentence-transformers/paraphrase-mpnet-base-v2 --dataset_name rotten_tomatoes \
         --samples_per_label 16 --output_dir outputs/setfit_fewshot [--push_to_hub --hub_model_id you/name]
+    accelerate launch -q --config_file accelerate_config.yaml trainers/setfit_fewshot.py configs/setfit_fewshot.yaml
 
 The defaults follow the book's SetFit recipe: 16 examples per label, 20 pair iterations, 3 epochs of the body.
---head_type logistic (default) fits scikit-learn's logistic regression on the embeddings; differentiable
-trains a torch head instead. The model loads with `SetFitModel.from_pretrained(output_dir or repo id)`.
-Besides setfit's pickled head (model_head.pkl), model_head.safetensors holds the same head without pickle.
+The training flags are those of the other three methods, in setfit's terms: --num_train_epochs, --learning_rate
+and --per_device_train_batch_size are the body's epochs, learning rate and pair batch size; --max_steps stops
+the body; --save_strategy writes the body's checkpoints; --fp16/--bf16 train the body in mixed precision;
+--report_to reports the body's training. --head_type logistic (default) fits scikit-learn's logistic regression
+on the embeddings; differentiable trains a torch head (--head_learning_rate, --head_num_epochs). Flags of
+transformers' Trainer that SetFit has no use for (--weight_decay, ...) are refused. --resume_from_checkpoint is
+refused too: setfit's Trainer cannot resume, so a SetFit run starts over (it takes minutes, not hours).
+The model loads with `SetFitModel.from_pretrained(output_dir or repo id)`. Besides setfit's pickled head
+(model_head.pkl), model_head.safetensors holds the same head without pickle.
 
 Processes: SetFit trains on the main process only. Its few-shot pair datasets take minutes on one device, so
 under `accelerate launch --num_processes N` the other N-1 processes exit at once instead of training copies,
@@ -28,7 +35,14 @@ from setfit.modeling import SetFitHead
 from sklearn.linear_model import LogisticRegression
 from transformers import set_seed
 
-from shared.args import DataArguments, HubArguments, ModelArguments, parse_cli
+from shared.args import (
+    DataArguments,
+    ModelArguments,
+    common_training_arguments,
+    hub_args_from,
+    parse_cli,
+    with_defaults,
+)
 from shared.data import dataset_source, eval_split_name, label_names, load_labeled_data
 from shared.errors import exit_on_cli_error
 from shared.hub import load_sentence_transformer, preflight
@@ -57,18 +71,25 @@ logger = logging.getLogger(METHOD)
 
 @dataclass
 class SetFitArguments:
-    output_dir: str = field(default=f"outputs/{METHOD}", metadata={"help": "Where the model and card are saved."})
     num_iterations: int = field(default=20, metadata={"help": "Pairs generated per labeled example."})
-    num_epochs: int = field(default=3, metadata={"help": "Epochs of contrastive training of the body."})
     head_type: Literal["logistic", "differentiable"] = field(
         default="logistic", metadata={"help": "logistic: scikit-learn logistic regression; differentiable: torch."}
     )
     head_num_epochs: int = field(default=16, metadata={"help": "Epochs of the differentiable head."})
-    batch_size: int = field(default=16, metadata={"help": "Pairs per batch for the body."})
-    body_learning_rate: float = field(default=2e-5, metadata={"help": "Learning rate of the body."})
     head_learning_rate: float = field(default=1e-2, metadata={"help": "Learning rate of the differentiable head."})
-    max_steps: int = field(default=-1, metadata={"help": "Stop the body after this many steps (-1: no limit)."})
-    seed: int = field(default=42, metadata={"help": "Seed of the few-shot sample, the pairs and the head."})
+
+
+# The shared flags, with the book's SetFit recipe as defaults: a sentence-transformers body, 16 examples per label,
+# 3 epochs of the body.
+SetFitModelArguments = with_defaults(
+    ModelArguments, "SetFitModelArguments", model_name_or_path="sentence-transformers/paraphrase-mpnet-base-v2"
+)
+SetFitDataArguments = with_defaults(DataArguments, "SetFitDataArguments", samples_per_label=16)
+SetFitTrainingArguments = common_training_arguments(
+    "SetFitTrainingArguments", without=["resume_from_checkpoint"], num_train_epochs=3.0
+)
+# Shared flags that SetFit cannot honour, and why: an error rather than silently ignored.
+REFUSED = {"--resume_from_checkpoint": "setfit's Trainer cannot resume a run; start it again without this flag"}
 
 
 def is_main_process_alone() -> bool:
@@ -96,43 +117,46 @@ def build_model(model_args: ModelArguments, args: SetFitArguments, names: list[s
     return SetFitModel(model_body=body, model_head=head, labels=names)
 
 
+# What main() takes, in order; the command line parses into these.
+ARGUMENTS = [SetFitModelArguments, SetFitDataArguments, SetFitArguments, SetFitTrainingArguments]
+
+
 def main(
-    model_args: ModelArguments, data_args: DataArguments, setfit_args: SetFitArguments, hub_args: HubArguments
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    setfit_args: SetFitArguments,
+    training_args: SetFitTrainingArguments,
 ) -> dict | None:
     if not is_main_process_alone():
         return None
     # Everything that can be wrong with the request fails here, before the model is downloaded.
-    target = preflight(hub_args, setfit_args.output_dir)
-    splits = load_labeled_data(data_args, setfit_args.seed)
+    target = preflight(hub_args_from(training_args), training_args.output_dir)
+    splits = load_labeled_data(data_args, training_args.seed)
     names = label_names(splits)
 
     # Seed before building the model, so the head starts from the same weights on every run.
-    set_seed(setfit_args.seed)
+    set_seed(training_args.seed)
     model = build_model(model_args, setfit_args, names)
     # Naming the data keeps setfit's model card from searching the Hub's dataset list for it; the card we
     # publish is our own (shared.card), written over setfit's at the end.
     model.model_card_data.dataset_id = dataset_source(data_args)
     model.model_body.max_seq_length = data_args.max_seq_length
-    training_args = setfit.TrainingArguments(
-        output_dir=setfit_args.output_dir,  # nothing is written there while training: save_strategy "no"
-        num_iterations=setfit_args.num_iterations,
-        num_epochs=(setfit_args.num_epochs, setfit_args.head_num_epochs),
-        batch_size=(setfit_args.batch_size, setfit_args.batch_size),
-        body_learning_rate=(setfit_args.body_learning_rate, setfit_args.body_learning_rate),
-        head_learning_rate=setfit_args.head_learning_rate,
-        max_steps=setfit_args.max_steps,
-        seed=setfit_args.seed,
-        save_strategy="no",
-        report_to="none",
+    if training_args.bf16:
+        # setfit builds its inner Trainer's arguments before it applies ours, and transformers settles the
+        # precision when arguments are built, from what `accelerate launch --mixed_precision` sets: this variable.
+        os.environ["ACCELERATE_MIXED_PRECISION"] = "bf16"
+    trainer = setfit.Trainer(
+        model=model, args=setfit_training_arguments(training_args, setfit_args), train_dataset=splits["train"]
     )
-    trainer = setfit.Trainer(model=model, args=training_args, train_dataset=splits["train"])
     start = time.perf_counter()
     trainer.train()
     runtime = time.perf_counter() - start
     pairs = pairs_seen(trainer)
 
     eval_split = eval_split_name(splits)
-    predictions = model.predict(list(splits[eval_split]["text"]), use_labels=False, as_numpy=True)
+    texts = list(splits[eval_split]["text"])
+    predictions = model.predict(texts, batch_size=training_args.per_device_eval_batch_size, use_labels=False,
+                                as_numpy=True)  # fmt: skip
     metrics = classification_metrics(list(splits[eval_split]["label"]), np.asarray(predictions), names)
     results = build_results(
         method=METHOD,
@@ -147,17 +171,19 @@ def main(
         train_samples_per_second=pairs / runtime,
         trainable_params=head_and_body_parameters(model),
         total_params=head_and_body_parameters(model),
-        seed=setfit_args.seed,
+        seed=training_args.seed,
         hyperparameters={
             "num_iterations": setfit_args.num_iterations,
-            "num_epochs": setfit_args.num_epochs,
+            "num_train_epochs": training_args.num_train_epochs,
+            "max_steps": training_args.max_steps,
+            "per_device_train_batch_size": training_args.per_device_train_batch_size,
+            "learning_rate": training_args.learning_rate,
             "head_type": setfit_args.head_type,
-            "batch_size": setfit_args.batch_size,
-            "body_learning_rate": setfit_args.body_learning_rate,
             "head_learning_rate": setfit_args.head_learning_rate,
-            "max_steps": setfit_args.max_steps,
+            "head_num_epochs": setfit_args.head_num_epochs,
             "samples_per_label": data_args.samples_per_label,
             "max_seq_length": data_args.max_seq_length,
+            "mixed_precision": trainer.st_trainer.args.mixed_precision,
         },
         method_details={
             "head": setfit_args.head_type,
@@ -167,10 +193,31 @@ def main(
         },
     )
 
-    model.save_pretrained(setfit_args.output_dir)
-    save_portable_head(model.model_head, setfit_args.output_dir)
-    publish(setfit_args.output_dir, results, target, method_summary=SUMMARY, library_name="setfit")
+    model.save_pretrained(training_args.output_dir)
+    save_portable_head(model.model_head, training_args.output_dir)
+    publish(training_args.output_dir, results, target, method_summary=SUMMARY, library_name="setfit")
     return results
+
+
+def setfit_training_arguments(args: SetFitTrainingArguments, setfit_args: SetFitArguments) -> setfit.TrainingArguments:
+    """The shared training flags in setfit's terms: they drive the body's contrastive training; the head has
+    its own. setfit's pairs of values are (body, head)."""
+    return setfit.TrainingArguments(
+        output_dir=args.output_dir,
+        num_iterations=setfit_args.num_iterations,
+        num_epochs=(args.num_train_epochs, setfit_args.head_num_epochs),
+        batch_size=(args.per_device_train_batch_size, args.per_device_train_batch_size),
+        body_learning_rate=(args.learning_rate, args.learning_rate),
+        head_learning_rate=setfit_args.head_learning_rate,
+        max_steps=args.max_steps,
+        seed=args.seed,
+        use_amp=args.fp16,
+        report_to=args.report_to,
+        logging_steps=args.logging_steps,
+        save_strategy=args.save_strategy,
+        save_steps=args.save_steps,
+        save_total_limit=args.save_total_limit,
+    )
 
 
 def pairs_seen(trainer: setfit.Trainer) -> float:
@@ -194,12 +241,4 @@ if __name__ == "__main__":
     logging.getLogger("shared").setLevel(logging.INFO)
     logger.setLevel(logging.INFO)
     with exit_on_cli_error():
-        dataclasses = [ModelArguments, DataArguments, SetFitArguments, HubArguments]
-        main(
-            *parse_cli(
-                dataclasses,
-                __doc__,
-                model_name_or_path="sentence-transformers/paraphrase-mpnet-base-v2",
-                samples_per_label=16,
-            )
-        )
+        main(*parse_cli(ARGUMENTS, __doc__, refused=REFUSED, output_dir=f"outputs/{METHOD}"))
