@@ -26,6 +26,7 @@ from shared.hub import PUSH_IGNORE, HubTarget, load_pretrained
 from shared.metrics import classification_metrics, trainer_compute_metrics
 from shared.publish import publish
 from shared.results import build_results, count_parameters
+from shared.training import keep_logs_in
 
 
 @dataclass
@@ -67,6 +68,7 @@ def train_classifier(
     details = method.prepare_model(model) if method.prepare_model else {}
     trainable_params, total_params = count_parameters(model)
 
+    keep_logs_in(training_args.output_dir)
     trainer = classifier_trainer(model, tokenizer, tokenized, training_args)
     output = trainer.train()
     runtime = method.earlier_runtime_s + output.metrics["train_runtime"]

@@ -151,8 +151,11 @@ def test_a_python_call_trains_with_the_defaults_help_shows(script, tiny_bert, da
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
-def test_report_to_tensorboard_writes_event_files(script, tiny_bert, data_args, tmp_path):
+def test_report_to_tensorboard_writes_event_files(script, tiny_bert, data_args, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # where a stray ./runs would land
+    monkeypatch.delenv("TENSORBOARD_LOGGING_DIR", raising=False)  # as in a fresh process
     out = str(tmp_path / "run")
     run_main(script, tiny_bert, data_args, out, max_steps=2, report_to="tensorboard", logging_steps=1)
     events = glob.glob(os.path.join(out, "**", "events.out.tfevents.*"), recursive=True)
     assert events, f"no TensorBoard event file under {out}"
+    assert not (tmp_path / "runs").exists(), "event files written outside the output folder"

@@ -36,6 +36,7 @@ from shared.classification import Method, train_classifier
 from shared.data import FILE_BUILDERS, dataset_source, load_labeled_data, sample_per_label
 from shared.errors import InputError, exit_on_cli_error
 from shared.hub import load_pretrained, preflight, push_folder
+from shared.training import keep_logs_in
 
 METHOD = "mlm_then_classify"
 ENCODER_DIR = "mlm"
@@ -153,6 +154,7 @@ def adapt_encoder(
         # The collator needs special_tokens_mask and offset_mapping, which the model's forward does not take.
         remove_unused_columns=False,
     )
+    keep_logs_in(encoder_dir)
     trainer = Trainer(
         model=model,
         args=mlm_training_args,

@@ -50,6 +50,7 @@ from shared.metrics import classification_metrics
 from shared.publish import publish
 from shared.results import build_results, count_parameters
 from shared.setfit_head import save_portable_head
+from shared.training import keep_logs_in
 
 METHOD = "setfit_fewshot"
 SUMMARY = (
@@ -145,6 +146,7 @@ def main(
         # setfit builds its inner Trainer's arguments before it applies ours, and transformers settles the
         # precision when arguments are built, from what `accelerate launch --mixed_precision` sets: this variable.
         os.environ["ACCELERATE_MIXED_PRECISION"] = "bf16"
+    keep_logs_in(training_args.output_dir)
     trainer = setfit.Trainer(
         model=model, args=setfit_training_arguments(training_args, setfit_args), train_dataset=splits["train"]
     )
