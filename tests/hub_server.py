@@ -1,15 +1,17 @@
 """A Hub-compatible server on 127.0.0.1 for the tests: the endpoints huggingface_hub's real client calls.
 
-It speaks the Hub's HTTP API for what publishing and loading use: whoami, repo create, repo info, README
-metadata validation, preupload,
-the LFS batch API with basic transfers, the LFS upload itself, NDJSON commits, the file tree and resolve.
-Files are kept in memory, every commit is a snapshot, and faults can be queued to test retries and errors.
+It speaks the Hub's HTTP API for what publishing and loading use: whoami, repo create, repo info, the write
+access check, README metadata validation, preupload (with the oids of the files already there), the LFS batch API
+with basic transfers, the LFS upload itself, NDJSON commits (additions and deletions), the file tree and resolve.
+Files are kept in memory, every commit is a snapshot, and faults can be queued to test retries and errors: an
+error answer (with headers such as Retry-After), or a request handled whose answer is then lost.
 The client is pointed here with HF_ENDPOINT; HF_HUB_DISABLE_XET=1 makes it use the LFS upload path (Xet's
 content-addressed storage protocol is out of scope for a test server).
 """
 
 import base64
 import hashlib
+import io
 import json
 import re
 import threading
@@ -39,6 +41,7 @@ class Repo:
     owner: str
     sdk: str | None = None
     commits: list[Commit] = field(default_factory=list)
+    readers: set[str] = field(default_factory=set)  # collaborators who may read a private repo but not write it
 
     def snapshot(self, revision: str) -> Commit | None:
         if not self.commits:
@@ -50,12 +53,16 @@ class Repo:
 
 @dataclass
 class Fault:
-    """Answer the next `times` requests whose method matches and whose path matches `path_regex` with `status`."""
+    """Answer the next `times` requests whose method matches and whose path matches `path_regex` with `status` and
+    `headers`; or, with `lose_response`, handle them and close the connection unanswered, as when the network loses
+    the Hub's answer to a request the Hub carried out."""
 
     method: str
     path_regex: str
-    status: int
+    status: int | None = None
     times: int = 1
+    headers: dict[str, str] = field(default_factory=dict)
+    lose_response: bool = False
 
 
 class HubState:
@@ -68,16 +75,27 @@ class HubState:
         self.requests: list[tuple[str, str]] = []
         self.lock = threading.Lock()
 
-    def add_fault(self, method: str, path_regex: str, status: int, times: int = 1) -> None:
-        self.faults.append(Fault(method, path_regex, status, times))
+    def add_fault(
+        self, method: str, path_regex: str, status: int, times: int = 1, headers: dict[str, str] | None = None
+    ) -> None:
+        self.faults.append(Fault(method, path_regex, status, times, headers or {}))
 
-    def take_fault(self, method: str, path: str) -> int | None:
+    def lose_responses(self, method: str, path_regex: str, times: int = 1) -> None:
+        self.faults.append(Fault(method, path_regex, times=times, lose_response=True))
+
+    def take_fault(self, method: str, path: str) -> Fault | None:
         with self.lock:
             for fault in self.faults:
                 if fault.method == method and re.search(fault.path_regex, path) and fault.times > 0:
                     fault.times -= 1
-                    return fault.status
+                    return fault
         return None
+
+    def add_repo(self, repo_id: str, private: bool = False, readers: tuple[str, ...] = ()) -> Repo:
+        """A model repo of someone the server has no token for, which `readers` may read but not write."""
+        repo = Repo(repo_id, "model", private, owner=repo_id.split("/")[0], readers=set(readers))
+        self.repos[("model", repo_id)] = repo
+        return repo
 
     def repo(self, repo_id: str, repo_type: str = "model") -> Repo | None:
         return self.repos.get((repo_type, repo_id))
@@ -86,6 +104,9 @@ class HubState:
 class HubHandler(BaseHTTPRequestHandler):
     server_version = "TestHub/1.0"
     protocol_version = "HTTP/1.1"
+    # An answer's headers and body are two writes: with Nagle's algorithm the body waits for the client's delayed
+    # ACK of the headers, 40 ms per request.
+    disable_nagle_algorithm = True
 
     # ---- plumbing -------------------------------------------------------------------------------------------
     @property
@@ -95,7 +116,7 @@ class HubHandler(BaseHTTPRequestHandler):
     def log_message(self, format, *args):  # keep pytest output quiet; requests are recorded in state.requests
         pass
 
-    def _body(self) -> bytes:
+    def _read_body(self) -> bytes:
         length = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(length) if length else b""
 
@@ -115,8 +136,8 @@ class HubHandler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
 
-    def _error(self, status: int, message: str, code: str | None = None):
-        headers = {"X-Error-Message": message}
+    def _error(self, status: int, message: str, code: str | None = None, headers: dict | None = None):
+        headers = {"X-Error-Message": message, **(headers or {})}
         if code:
             headers["X-Error-Code"] = code
         self._send(status, {"error": message}, headers)
@@ -124,10 +145,14 @@ class HubHandler(BaseHTTPRequestHandler):
     def _dispatch(self):
         path = self.path.split("?", 1)[0]
         self.state.requests.append((self.command, path))
+        # The whole body is read before any answer, an error included: left unread, it would be parsed as the next
+        # request on this kept-alive connection.
+        self.body = self._read_body()
         fault = self.state.take_fault(self.command, path)
-        if fault:
-            self._body()
-            return self._error(fault, f"injected fault {fault}")
+        if fault and not fault.lose_response:
+            return self._error(fault.status, f"injected fault {fault.status}", headers=fault.headers)
+        if fault:  # carry the request out, then write the answer nowhere and hang up
+            self.wfile, self.close_connection = io.BytesIO(), True
         for method, pattern, handler in ROUTES:
             match = re.fullmatch(pattern, path)
             if method == self.command and match:
@@ -144,7 +169,7 @@ class HubHandler(BaseHTTPRequestHandler):
         """The repo when this request may see it; otherwise answers 401/404 the way the Hub does and returns None."""
         repo = self.state.repo(repo_id, repo_type)
         user = self._user()
-        if repo is None or (repo.private and user not in self._writers(repo)):
+        if repo is None or (repo.private and user not in self._writers(repo) | repo.readers):
             self._error(401 if user is None else 404, "Repository not found", "RepoNotFound")
             return None
         return repo
@@ -179,7 +204,7 @@ class HubHandler(BaseHTTPRequestHandler):
         user = self._user()
         if user is None:
             return self._error(401, "Invalid credentials in Authorization header")
-        payload = json.loads(self._body() or b"{}")
+        payload = json.loads(self.body or b"{}")
         owner = payload.get("organization") or user
         repo_type = payload.get("type") or "model"
         repo_id = f"{owner}/{payload['name']}"
@@ -196,7 +221,7 @@ class HubHandler(BaseHTTPRequestHandler):
 
     def validate_yaml(self):
         """The Hub checks a README's metadata block before a commit that adds one; so do we, with YAML's parser."""
-        content = json.loads(self._body())["content"]
+        content = json.loads(self.body)["content"]
         match = re.match(r"^---\n(.*?)\n---\n", content, re.S)
         try:
             metadata = yaml.safe_load(match.group(1)) if match else {}
@@ -222,18 +247,27 @@ class HubHandler(BaseHTTPRequestHandler):
             info["sdk"] = repo.sdk
         self._send(200, info)
 
+    def auth_check(self, kind: str, repo_id: str, write: str | None = None):
+        """200 when the token may read the repo (may write to it, for /write); else 401, 403 or 404 as the Hub."""
+        allowed = self._writable if write else self._readable
+        if allowed(REPO_TYPES[kind], repo_id) is not None:
+            self._send(200, {})
+
     def preupload(self, kind: str, repo_id: str, revision: str):
-        if self._writable(REPO_TYPES[kind], repo_id) is None:
+        repo = self._writable(REPO_TYPES[kind], repo_id)
+        if repo is None:
             return
-        files = json.loads(self._body())["files"]
-        modes = [
-            {
-                "path": f["path"],
-                "uploadMode": "lfs" if _is_lfs(f["path"], f["size"]) else "regular",
-                "shouldIgnore": False,
-            }
-            for f in files
-        ]
+        head = repo.snapshot(revision)
+        if head is None:
+            return self._error(404, f"Invalid rev id: {revision}", "RevisionNotFound")
+        modes = []
+        for f in json.loads(self.body)["files"]:
+            mode = {"path": f["path"], "uploadMode": "lfs" if _is_lfs(f["path"], f["size"]) else "regular"}
+            # The oid of the file already at that path: the client skips a file that has not changed, so a commit
+            # retried after its answer was lost finds nothing to commit.
+            if f["path"] in head.files:
+                mode["oid"] = _oid(head.files[f["path"]], f["path"] in head.lfs)
+            modes.append({**mode, "shouldIgnore": False})
         self._send(200, {"files": modes})
 
     def lfs_batch(self, prefix: str, repo_id: str):
@@ -241,7 +275,7 @@ class HubHandler(BaseHTTPRequestHandler):
         if self._writable(REPO_TYPES[kind], repo_id) is None:
             return
         objects = []
-        for obj in json.loads(self._body())["objects"]:
+        for obj in json.loads(self.body)["objects"]:
             entry = {"oid": obj["oid"], "size": obj["size"]}
             if obj["oid"] not in self.state.lfs_objects:
                 entry["actions"] = {"upload": {"href": f"{self.server.url}/lfs-storage/{obj['oid']}"}}
@@ -249,7 +283,7 @@ class HubHandler(BaseHTTPRequestHandler):
         self._send(200, {"transfer": "basic", "objects": objects})
 
     def lfs_upload(self, oid: str):
-        data = self._body()
+        data = self.body
         if hashlib.sha256(data).hexdigest() != oid:
             return self._error(400, "sha256 does not match the object id")
         self.state.lfs_objects[oid] = data
@@ -259,7 +293,7 @@ class HubHandler(BaseHTTPRequestHandler):
         repo = self._writable(REPO_TYPES[kind], repo_id)
         if repo is None:
             return
-        lines = [json.loads(line) for line in self._body().splitlines() if line.strip()]
+        lines = [json.loads(line) for line in self.body.splitlines() if line.strip()]
         with self.state.lock:
             head = repo.snapshot("main")
             files, lfs = dict(head.files), set(head.lfs)
@@ -276,8 +310,13 @@ class HubHandler(BaseHTTPRequestHandler):
                         return self._error(422, f"LFS object {value['oid']} was never uploaded")
                     files[value["path"]] = self.state.lfs_objects[value["oid"]]
                     lfs.add(value["path"])
-                elif key == "deletedFile":
-                    files.pop(value["path"], None)
+                elif key in ("deletedFile", "deletedFolder"):
+                    doomed = _deleted_paths(files, value["path"], folder=key == "deletedFolder")
+                    if not doomed:  # the Hub refuses to delete what is not there, and commits nothing
+                        return self._error(404, "A file with this name doesn't exist", "EntryNotFound")
+                    for name in doomed:
+                        del files[name]
+                        lfs.discard(name)
             oid = hashlib.sha1(f"{repo_id}:{len(repo.commits)}:{sorted(files)}".encode()).hexdigest()
             repo.commits.append(Commit(oid, message, files, lfs))
         url = f"{self.server.url}/{repo_id}/commit/{oid}"
@@ -303,7 +342,7 @@ class HubHandler(BaseHTTPRequestHandler):
         if path not in commit.files:
             return self._error(404, "Entry not found", "EntryNotFound")
         data = commit.files[path]
-        etag = hashlib.sha256(data).hexdigest() if path in commit.lfs else _git_blob_oid(data)
+        etag = _oid(data, path in commit.lfs)
         headers = {"X-Repo-Commit": commit.oid, "ETag": f'"{etag}"'}
         if path in commit.lfs:
             headers.update({"X-Linked-Etag": f'"{etag}"', "X-Linked-Size": str(len(data))})
@@ -316,6 +355,18 @@ def _is_lfs(path: str, size: int) -> bool:
 
 def _git_blob_oid(data: bytes) -> str:
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def _deleted_paths(files: dict[str, bytes], path: str, folder: bool) -> list[str]:
+    """What a deletedFile operation removes (that file) or a deletedFolder one (every file under the folder)."""
+    if not folder:
+        return [path] if path in files else []
+    return [name for name in files if name.startswith(path.rstrip("/") + "/")]
+
+
+def _oid(data: bytes, is_lfs: bool) -> str:
+    """How the Hub names a file's content: the sha256 of an LFS file, the git blob oid of a regular one."""
+    return hashlib.sha256(data).hexdigest() if is_lfs else _git_blob_oid(data)
 
 
 def _tree_entry(path: str, data: bytes, is_lfs: bool) -> dict:
@@ -334,6 +385,7 @@ ROUTES = [
     ("POST", r"/api/validate-yaml", HubHandler.validate_yaml),
     ("GET", rf"/api/{_KIND}/{_REPO}", HubHandler.repo_info),
     ("GET", rf"/api/{_KIND}/{_REPO}/revision/(?P<revision>[^/]+)", HubHandler.repo_info),
+    ("GET", rf"/api/{_KIND}/{_REPO}/auth-check(?:/(?P<write>write))?", HubHandler.auth_check),
     ("POST", rf"/api/{_KIND}/{_REPO}/preupload/(?P<revision>[^/]+)", HubHandler.preupload),
     ("POST", rf"/api/{_KIND}/{_REPO}/commit/(?P<revision>[^/]+)", HubHandler.commit),
     ("GET", rf"/api/{_KIND}/{_REPO}/tree/(?P<revision>[^/]+)(?:/(?P<path>.*))?", HubHandler.tree),
@@ -351,7 +403,8 @@ class HubServer(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), HubHandler)
         self.state = HubState(tokens, orgs or {})
         self.url = f"http://127.0.0.1:{self.server_address[1]}"
-        self._thread = threading.Thread(target=self.serve_forever, daemon=True)
+        # A short poll: shutting down waits for it, at the end of every test that uses the server.
+        self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     def __enter__(self):
         self._thread.start()
