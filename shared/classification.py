@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from datasets import DatasetDict
 from transformers import (
+    AutoConfig,
     AutoModelForSequenceClassification,
     AutoTokenizer,
     DataCollatorWithPadding,
@@ -26,7 +27,7 @@ from shared.hub import PUSH_IGNORE, HubTarget, load_pretrained
 from shared.metrics import classification_metrics, trainer_compute_metrics
 from shared.publish import publish
 from shared.results import build_results, count_parameters
-from shared.training import keep_logs_in
+from shared.training import keep_logs_in, max_length_for, run_training
 
 
 @dataclass
@@ -45,6 +46,12 @@ class Method:
     earlier_runtime_s: float = 0.0
     earlier_samples: float = 0.0
     publish_ignore: list[str] = field(default_factory=list)
+    phase: str | None = None  # for a method of several phases: which one this is, recorded in its checkpoints
+
+    @property
+    def run(self) -> dict:
+        """What the run's checkpoints record of it, so a resume never continues another method's run."""
+        return {"method": self.name, **({"phase": self.phase} if self.phase else {})}
 
 
 def train_classifier(
@@ -59,8 +66,10 @@ def train_classifier(
     output_dir with its card and results.json, and publish it to `target` when given. Returns the results."""
     names = label_names(splits)
     tokenizer = load_pretrained(AutoTokenizer, model_args.model_name_or_path, model_args.model_revision)
+    config = load_pretrained(AutoConfig, model_args.model_name_or_path, model_args.model_revision)
+    max_length = max_length_for(data_args.max_seq_length, tokenizer, config)
     with training_args.main_process_first(desc="tokenizing"):
-        tokenized = tokenize_splits(splits, tokenizer, data_args.max_seq_length)
+        tokenized = tokenize_splits(splits, tokenizer, max_length)
 
     # Seed before building the model, so the new head starts from the same weights on every run.
     set_seed(training_args.seed)
@@ -70,7 +79,7 @@ def train_classifier(
 
     keep_logs_in(training_args.output_dir)
     trainer = classifier_trainer(model, tokenizer, tokenized, training_args)
-    output = trainer.train()
+    output = run_training(trainer, method.run, training_args.resume_from_checkpoint)
     runtime = method.earlier_runtime_s + output.metrics["train_runtime"]
     samples = method.earlier_samples + output.metrics["train_samples_per_second"] * output.metrics["train_runtime"]
     eval_split = eval_split_name(splits)
@@ -87,7 +96,7 @@ def train_classifier(
         trainable_params=trainable_params,
         total_params=total_params,
         seed=training_args.seed,
-        hyperparameters={**hyperparameters(training_args, data_args), **method.hyperparameters},
+        hyperparameters={**hyperparameters(training_args, max_length, data_args), **method.hyperparameters},
         num_processes=training_args.world_size,
         method_details={**details, **method.details},
     )
@@ -99,11 +108,10 @@ def train_classifier(
     return results
 
 
-def tokenize_splits(splits: DatasetDict, tokenizer: PreTrainedTokenizerBase, max_seq_length: int) -> DatasetDict:
+def tokenize_splits(splits: DatasetDict, tokenizer: PreTrainedTokenizerBase, max_length: int) -> DatasetDict:
     """Truncate without padding: DataCollatorWithPadding pads each batch only to its longest text."""
-    limit = min(max_seq_length, tokenizer.model_max_length)
     return splits.map(
-        lambda batch: tokenizer(batch["text"], truncation=True, max_length=limit),
+        lambda batch: tokenizer(batch["text"], truncation=True, max_length=max_length),
         batched=True,
         remove_columns=["text"],
         desc="Tokenizing",
@@ -145,7 +153,7 @@ def evaluate_classifier(trainer: Trainer, dataset, label_names: list[str]) -> di
     return classification_metrics(output.label_ids, np.argmax(output.predictions, axis=-1), label_names)
 
 
-def hyperparameters(training_args: TrainingArguments, data_args: DataArguments) -> dict:
+def hyperparameters(training_args: TrainingArguments, max_length: int, data_args: DataArguments) -> dict:
     """What the model card and results.json record of how a Trainer-based run was configured."""
     return {
         "learning_rate": training_args.learning_rate,
@@ -157,7 +165,7 @@ def hyperparameters(training_args: TrainingArguments, data_args: DataArguments) 
         "weight_decay": training_args.weight_decay,
         "warmup_steps": training_args.warmup_steps,
         "lr_scheduler_type": str(training_args.lr_scheduler_type.value),
-        "max_seq_length": data_args.max_seq_length,
+        "max_seq_length": max_length,  # what the model saw: --max_seq_length, unless the model takes fewer
         "samples_per_label": data_args.samples_per_label,
         "mixed_precision": training_args.mixed_precision,
     }

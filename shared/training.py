@@ -1,6 +1,311 @@
-"""What every training run needs, whichever trainer drives it."""
+"""What every training run needs, whichever trainer drives it: an output folder that holds one run, checkpoints to
+resume from, and guards that stop a run that diverges or is told to stop before anything is saved or published.
 
+The guards are one Trainer callback, so transformers' Trainer (full fine-tuning, layer freezing, both phases of
+MLM-then-classify) and the sentence-transformers Trainer inside setfit (SetFit's body) get the same ones.
+"""
+
+import contextlib
+import ctypes
+import json
+import logging
 import os
+import shutil
+import signal
+import sys
+
+import torch
+import torch.distributed as dist
+from transformers import PretrainedConfig, PreTrainedTokenizerBase, Trainer, TrainerCallback
+
+from shared.errors import CliError, InputError
+
+logger = logging.getLogger(__name__)
+
+# Written into every checkpoint: which method (and phase of it) wrote it, so a resume never continues another run.
+RUN_INFO = "run_info.json"
+# A checkpoint is complete once trainer_state.json is there: the Trainer writes it after the weights and the
+# optimizer, scheduler and RNG states.
+STATE_FILE = "trainer_state.json"
+OPTIMIZER_FILES = ("optimizer.pt", "optimizer.bin")
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
+
+
+class TrainingStopped(CliError, RuntimeError):
+    """Training ended before its end: it diverged or was told to stop. Nothing was saved as the final model."""
+
+
+def start_run(training_args, run: dict, keep: tuple[str, ...] = ()) -> None:
+    """Before any model loads: find the checkpoint that --resume_from_checkpoint names (`latest`: the newest
+    complete one in output_dir) and make output_dir hold this run only. The checkpoint's path replaces
+    training_args.resume_from_checkpoint."""
+    checkpoint = resolve_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir, run)
+    training_args.resume_from_checkpoint = checkpoint
+    prepare_output_dir(training_args.output_dir, training_args.overwrite_output_dir, checkpoint is not None, keep)
+
+
+# ---- the output folder -------------------------------------------------------------------------------------------
+
+
+def prepare_output_dir(output_dir: str, overwrite: bool, resuming: bool, keep: tuple[str, ...] = ()) -> None:
+    """Make sure output_dir will hold this run only.
+
+    A folder holding files of another run is refused, unless `overwrite`, which clears it first. A resumed run
+    keeps its folder as it is: its checkpoints, and whatever the resumed run will replace. `keep` names entries
+    that belong to this run already (an encoder adapted by an earlier phase).
+    """
+    if resuming or not os.path.isdir(output_dir):
+        return
+    others = sorted(set(os.listdir(output_dir)) - set(keep))
+    if not others:
+        return
+    if not overwrite:
+        shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+        raise InputError(
+            f"--output_dir {output_dir} already holds files ({shown}); pass --overwrite_output_dir to clear it first, "
+            "or choose another folder"
+        )
+    _refuse_to_clear(output_dir)
+    if _is_main_process():
+        logger.info("--overwrite_output_dir: clearing %s", output_dir)
+        for entry in others:
+            path = os.path.join(output_dir, entry)
+            shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) else os.remove(path)
+
+
+def _refuse_to_clear(output_dir: str) -> None:
+    """A slip of --output_dir must never wipe a project or a home folder."""
+    path = os.path.realpath(output_dir)
+    precious = {os.path.realpath(p) for p in ("/", os.path.expanduser("~"), os.getcwd())}
+    if path in precious or os.path.exists(os.path.join(path, ".git")):
+        raise InputError(f"--overwrite_output_dir will not clear {output_dir}: it is {path}; choose a run folder")
+
+
+# ---- checkpoints -------------------------------------------------------------------------------------------------
+
+
+def resolve_checkpoint(resume_from_checkpoint: str | None, search_dir: str, run: dict) -> str | None:
+    """The checkpoint to resume from: the path given, or with `latest` the newest complete one in `search_dir`.
+
+    `run` says which method (and phase) this is; a checkpoint written by another is refused. Every problem is an
+    InputError naming the checkpoint, raised before any model is loaded.
+    """
+    if not resume_from_checkpoint:
+        return None
+    if resume_from_checkpoint == "latest":
+        candidates = sorted(
+            (e for e in os.listdir(search_dir) if e.startswith("checkpoint-") and e[11:].isdigit())
+            if os.path.isdir(search_dir)
+            else [],
+            key=lambda e: int(e[11:]),
+            reverse=True,
+        )
+        for name in candidates:
+            path = os.path.join(search_dir, name)
+            if not _missing(path):
+                _check_run(path, run)
+                return path
+            logger.warning("skipping incomplete checkpoint %s (%s missing)", path, _missing(path))
+        raise InputError(f"--resume_from_checkpoint latest: no complete checkpoint in {search_dir}")
+    path = resume_from_checkpoint
+    if not os.path.isdir(path):
+        raise InputError(f"--resume_from_checkpoint {path} does not exist")
+    missing = _missing(path)
+    if missing:
+        raise InputError(f"--resume_from_checkpoint {path} is not a complete checkpoint: {missing} missing")
+    _check_run(path, run)
+    return path
+
+
+def has_complete_checkpoint(folder: str) -> bool:
+    return os.path.isdir(folder) and any(
+        e.startswith("checkpoint-") and not _missing(os.path.join(folder, e)) for e in os.listdir(folder)
+    )
+
+
+def checkpoint_run(path: str) -> dict:
+    """What RUN_INFO in a checkpoint says wrote it; empty when it says nothing."""
+    info = os.path.join(path, RUN_INFO)
+    return json.load(open(info)) if os.path.isfile(info) else {}
+
+
+def _missing(path: str) -> str | None:
+    if not os.path.isfile(os.path.join(path, STATE_FILE)):
+        return STATE_FILE
+    if not any(os.path.isfile(os.path.join(path, name)) for name in OPTIMIZER_FILES):
+        return "the optimizer state (optimizer.pt)"
+    if not any(os.path.isfile(os.path.join(path, name)) for name in WEIGHT_FILES):
+        return "the weights (model.safetensors)"
+    return None
+
+
+def _check_run(path: str, run: dict) -> None:
+    written_by = checkpoint_run(path)
+    if written_by and written_by != run:
+        raise InputError(
+            f"--resume_from_checkpoint {path} was written by {_describe(written_by)}, not by {_describe(run)}"
+        )
+
+
+def _describe(run: dict) -> str:
+    return run.get("method", "?") + (f" (phase {run['phase']})" if run.get("phase") else "")
+
+
+# ---- sequence length ---------------------------------------------------------------------------------------------
+
+
+def max_length_for(max_seq_length: int, tokenizer: PreTrainedTokenizerBase, config: PretrainedConfig) -> int:
+    """The longest input the model takes: --max_seq_length, unless the tokenizer or the model's position table
+    allows fewer. A tokenizer saved without a limit reports a huge model_max_length; the positions are the truth."""
+    limits = [max_seq_length, tokenizer.model_max_length]
+    positions = getattr(config, "max_position_embeddings", None)
+    if positions:
+        # RoBERTa-style models number positions from padding_idx + 1, so that many fewer are usable.
+        offset = config.pad_token_id + 1 if config.model_type in OFFSET_POSITION_MODELS else 0
+        limits.append(positions - offset)
+    effective = min(limits)
+    if effective < max_seq_length:
+        logger.warning(
+            "--max_seq_length %d is more than the model takes; texts are cut to %d", max_seq_length, effective
+        )
+    return effective
+
+
+# Model types whose position ids start after the padding index.
+OFFSET_POSITION_MODELS = {"roberta", "xlm-roberta", "camembert", "mpnet", "longformer", "data2vec-text", "xmod"}
+
+
+# ---- guards ------------------------------------------------------------------------------------------------------
+
+
+class TrainingGuard(TrainerCallback):
+    """Stops training at the first non-finite gradient (a non-finite loss makes every gradient non-finite), and
+    at the end of the step during which SIGTERM or SIGINT arrived, saving a checkpoint when checkpoints are on.
+    Each checkpoint records which run wrote it."""
+
+    def __init__(self, run: dict):
+        self.run = run
+        self.signal_name: str | None = None
+        self.step = 0
+
+    def on_pre_optimizer_step(self, args, state, control, **kwargs):
+        # Checked before the optimizer applies the update, whatever logging_nan_inf_filter hides from the logs.
+        # setfit's inner Trainer passes its SetFitModel as `model` and the torch body as `st_model`.
+        model = kwargs.get("st_model") or kwargs["model"]
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        if grads and not torch.isfinite(torch.nn.utils.get_total_norm(grads)):
+            raise TrainingStopped(
+                f"non-finite loss at step {state.global_step + 1}: the loss or its gradients became NaN or inf, so "
+                "training stopped; nothing was saved as the final model or published. Lower --learning_rate, or "
+                "train in fp32 if --fp16 was on"
+            )
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.step = state.global_step
+        if self._told_to_stop():
+            control.should_training_stop = True
+            control.should_save = args.save_strategy != "no"  # transformers' SaveStrategy compares equal to strings
+        return control
+
+    def on_save(self, args, state, control, **kwargs):
+        path = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
+        if state.is_world_process_zero and os.path.isdir(path):
+            with open(os.path.join(path, RUN_INFO), "w") as f:
+                json.dump(self.run, f)
+
+    def raise_if_stopped(self, output_dir: str, resume_hint: str) -> None:
+        """After training: a run that a signal stopped ends here, telling how to go on."""
+        if not self.signal_name:
+            return
+        saved = _latest_checkpoint(output_dir)
+        how = (
+            f"a checkpoint is in {saved}; {resume_hint}"
+            if saved
+            else "no checkpoint was saved (--save_strategy steps or epoch turns checkpoints on)"
+        )
+        raise TrainingStopped(f"stopped by {self.signal_name} at step {self.step}; nothing was published: {how}")
+
+    def _told_to_stop(self) -> bool:
+        """Whether any process received a stop signal: all processes must stop at the same step, or the others
+        would wait for ever in their next gradient exchange."""
+        stop = self.signal_name is not None
+        if dist.is_available() and dist.is_initialized():
+            on_gpu = dist.get_backend() == "nccl"  # NCCL exchanges only GPU tensors
+            device = torch.device("cuda", torch.cuda.current_device()) if on_gpu else torch.device("cpu")
+            flag = torch.tensor([int(stop)], dtype=torch.int32, device=device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            stop = bool(flag.item())
+            self.signal_name = self.signal_name or ("SIGTERM" if stop else None)
+        return stop
+
+
+RESUME_HINT = "run the same command with --resume_from_checkpoint latest to go on"
+
+
+def run_training(trainer: Trainer, run: dict, resume_from_checkpoint: str | None = None):
+    """trainer.train() under the guards, then a check that every weight is finite. Raises TrainingStopped when
+    training did not finish."""
+    guard = TrainingGuard(run)
+    trainer.add_callback(guard)
+    with stop_on_signals(guard):
+        output = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+    guard.raise_if_stopped(trainer.args.output_dir, RESUME_HINT)
+    check_finite(trainer.model)
+    return output
+
+
+def check_finite(model: torch.nn.Module) -> None:
+    """The last guard before a model is saved as final: every weight finite."""
+    bad = [name for name, p in model.named_parameters() if not torch.isfinite(p).all()]
+    if bad:
+        raise TrainingStopped(
+            f"the trained weights hold NaN or inf ({len(bad)} tensors, {bad[0]} first); nothing was saved or "
+            "published. Lower --learning_rate"
+        )
+
+
+def check_finite_probabilities(probabilities) -> None:
+    if not torch.isfinite(torch.as_tensor(probabilities)).all():
+        raise TrainingStopped("the trained head gives non-finite probabilities; nothing was saved or published")
+
+
+def _latest_checkpoint(output_dir: str) -> str | None:
+    found = [e for e in os.listdir(output_dir) if e.startswith("checkpoint-") and e[11:].isdigit()]
+    return os.path.join(output_dir, max(found, key=lambda e: int(e[11:]))) if found else None
+
+
+@contextlib.contextmanager
+def stop_on_signals(guard: TrainingGuard):
+    """While training, SIGTERM and SIGINT ask the guard to stop at the end of the step; a second one stops at once."""
+
+    def handler(signum, frame):
+        if guard.signal_name:  # asked twice: the user wants out now
+            raise SystemExit(128 + signum)
+        guard.signal_name = signal.Signals(signum).name
+        print(f"{guard.signal_name}: stopping at the end of this step", file=sys.stderr, flush=True)
+
+    _die_with_launcher()
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _die_with_launcher() -> None:
+    """On Linux, have the kernel send SIGTERM to this process when its parent (the launcher) dies, so that no
+    training process outlives `accelerate launch` and none publishes after the user stopped the launch."""
+    if sys.platform.startswith("linux"):
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+# ---- logs --------------------------------------------------------------------------------------------------------
 
 
 def keep_logs_in(output_dir: str) -> None:

@@ -24,6 +24,7 @@ from shared.data import load_labeled_data
 from shared.errors import InputError, exit_on_cli_error
 from shared.hub import load_pretrained, preflight
 from shared.results import count_parameters
+from shared.training import start_run
 
 METHOD = "freeze_layers"
 
@@ -79,6 +80,7 @@ def main(
 ) -> dict:
     # Everything that can be wrong with the request fails here, before the model is downloaded.
     target = preflight(hub_args_from(training_args), training_args.output_dir)
+    start_run(training_args, {"method": METHOD})
     splits = load_labeled_data(data_args, training_args.seed)
     config = load_pretrained(AutoConfig, model_args.model_name_or_path, model_args.model_revision)
     num_layers = config.num_hidden_layers

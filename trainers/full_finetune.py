@@ -21,6 +21,7 @@ from shared.classification import Method, train_classifier
 from shared.data import load_labeled_data
 from shared.errors import exit_on_cli_error
 from shared.hub import preflight
+from shared.training import start_run
 
 METHOD = "full_finetune"
 SUMMARY = "every weight of the pretrained encoder and of the new classification head is trained."
@@ -33,6 +34,7 @@ ARGUMENTS = [ModelArguments, DataArguments, RecipeTrainingArguments]
 def main(model_args: ModelArguments, data_args: DataArguments, training_args: RecipeTrainingArguments) -> dict:
     # Everything that can be wrong with the request fails here, before the model is downloaded.
     target = preflight(hub_args_from(training_args), training_args.output_dir)
+    start_run(training_args, {"method": METHOD})
     splits = load_labeled_data(data_args, training_args.seed)
     return train_classifier(model_args, data_args, training_args, splits, target, Method(METHOD, SUMMARY))
 

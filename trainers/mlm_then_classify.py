@@ -15,14 +15,16 @@ full_finetune.py does, into output_dir (and <hub_model_id>). --phase mlm runs ph
 runs phase 2 alone, from an already adapted --model_name_or_path.
 """
 
+import json
 import logging
 import math
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Literal
 
 import datasets
 from transformers import (
+    AutoConfig,
     AutoModelForMaskedLM,
     AutoTokenizer,
     DataCollatorForLanguageModeling,
@@ -36,10 +38,20 @@ from shared.classification import Method, train_classifier
 from shared.data import FILE_BUILDERS, dataset_source, load_labeled_data, sample_per_label
 from shared.errors import InputError, exit_on_cli_error
 from shared.hub import load_pretrained, preflight, push_folder
-from shared.training import keep_logs_in
+from shared.training import (
+    checkpoint_run,
+    has_complete_checkpoint,
+    keep_logs_in,
+    max_length_for,
+    prepare_output_dir,
+    resolve_checkpoint,
+    run_training,
+)
 
 METHOD = "mlm_then_classify"
 ENCODER_DIR = "mlm"
+ADAPTATION_FILE = "adaptation.json"
+PHASE_FOLDERS = {"mlm": ENCODER_DIR, "classify": "."}  # where each phase keeps its checkpoints, in output_dir
 logger = logging.getLogger(METHOD)
 
 
@@ -59,6 +71,8 @@ class MLMArguments:
 
 @dataclass
 class Adaptation:
+    """What phase 1 did; kept in the encoder's folder so that a run resumed in phase 2 still reports it."""
+
     encoder: str  # the adapted encoder's folder; with --phase classify, the given encoder
     num_texts: int
     revision: str = "main"
@@ -67,6 +81,17 @@ class Adaptation:
     perplexity_after: float | None = None
     runtime_s: float = 0.0
     samples_seen: float = 0.0
+
+    def save(self) -> None:
+        with open(os.path.join(self.encoder, ADAPTATION_FILE), "w") as f:
+            json.dump(asdict(self), f, indent=2)
+
+    @classmethod
+    def load(cls, encoder_dir: str) -> "Adaptation":
+        path = os.path.join(encoder_dir, ADAPTATION_FILE)
+        if not os.path.isfile(path):
+            raise InputError(f"cannot resume the classifier: {path} is missing, so the masked-LM phase never finished")
+        return cls(**json.load(open(path)))
 
 
 class OffsetPaddingCollator(DataCollatorForLanguageModeling):
@@ -111,10 +136,13 @@ def adapt_encoder(
     mlm_args: MLMArguments,
     data_args: DataArguments,
     training_args: RecipeTrainingArguments,
+    checkpoint: str | None = None,
 ) -> Adaptation:
-    """Phase 1: masked-LM training on `texts`; perplexity on `held_out` before and after, under the same masks."""
+    """Phase 1: masked-LM training on `texts` (from `checkpoint` when resuming); perplexity on `held_out` before
+    and after, under the same masks."""
     tokenizer = load_pretrained(AutoTokenizer, model_args.model_name_or_path, model_args.model_revision)
-    limit = min(data_args.max_seq_length, tokenizer.model_max_length)
+    config = load_pretrained(AutoConfig, model_args.model_name_or_path, model_args.model_revision)
+    limit = max_length_for(data_args.max_seq_length, tokenizer, config)
 
     def tokenize(batch):
         # Whole-word masking finds word boundaries through the offsets; special tokens are never masked.
@@ -171,7 +199,7 @@ def adapt_encoder(
         return math.exp(loss)
 
     before = perplexity()
-    output = trainer.train()
+    output = run_training(trainer, {"method": METHOD, "phase": "mlm"}, checkpoint)
     after = perplexity()
     logger.info("masked-LM perplexity on held-out text: %.2f before, %.2f after", before, after)
     trainer.save_model(encoder_dir)
@@ -200,6 +228,9 @@ def main(
     output_dir = training_args.output_dir
     classify_target = preflight(hub_args, output_dir) if mlm_args.phase != "mlm" else None
     encoder_target = preflight(hub_args, output_dir, name_suffix="-mlm") if mlm_args.phase != "classify" else None
+    resumed_phase = checkpoint_to_resume(mlm_args.phase, training_args)
+    keep = (ENCODER_DIR,) if mlm_args.phase == "classify" else ()  # an encoder adapted here by --phase mlm
+    prepare_output_dir(output_dir, training_args.overwrite_output_dir, resumed_phase is not None, keep)
     # Text needs no labels: phase 1 reads the whole training split, phase 2 only the few-shot sample if asked.
     splits = load_labeled_data(replace(data_args, samples_per_label=None), training_args.seed)
     texts = read_domain_texts(splits["train"]["text"], mlm_args, data_args.text_column_name)
@@ -207,15 +238,50 @@ def main(
         splits["train"] = sample_per_label(splits["train"], data_args.samples_per_label, training_args.seed)
 
     adaptation = Adaptation(encoder=model_args.model_name_or_path, revision=model_args.model_revision, num_texts=0)
-    if mlm_args.phase != "classify":
+    encoder_dir = os.path.join(output_dir, ENCODER_DIR)
+    if mlm_args.phase != "classify" and resumed_phase == "classify":
+        adaptation = Adaptation.load(encoder_dir)  # phase 1 finished before the run was stopped
+    elif mlm_args.phase != "classify":
+        checkpoint = training_args.resume_from_checkpoint if resumed_phase == "mlm" else None
         adaptation = adapt_encoder(model_args, texts, list(splits["validation"]["text"]), mlm_args, data_args,
-                                   training_args)  # fmt: skip
+                                   training_args, checkpoint)  # fmt: skip
         adaptation.published_as = encoder_target.repo_id if encoder_target else None
         if training_args.process_index == 0:
+            adaptation.save()
             publish_encoder(adaptation, model_args, data_args, mlm_args, encoder_target)
     if mlm_args.phase == "mlm":
         return None
+    if resumed_phase != "classify":
+        training_args.resume_from_checkpoint = None  # the classifier starts afresh
     return classify(adaptation, model_args, data_args, mlm_args, training_args, splits, classify_target)
+
+
+def checkpoint_to_resume(phase: str, training_args: RecipeTrainingArguments) -> str | None:
+    """Which phase --resume_from_checkpoint resumes (None: no resume); the checkpoint's path replaces the flag.
+
+    `latest` looks for the newest complete checkpoint of the later phase first: one of the classifier means the
+    masked-LM phase had finished. A path resumes the phase its checkpoint records.
+    """
+    wanted = training_args.resume_from_checkpoint
+    if not wanted:
+        return None
+    phases = [p for p in ("classify", "mlm") if phase in (p, "both")]
+    if wanted != "latest":
+        recorded = checkpoint_run(wanted).get("phase") if os.path.isdir(wanted) else None
+        if recorded and recorded not in phases:
+            raise InputError(
+                f"--resume_from_checkpoint {wanted} is a checkpoint of phase {recorded}, which --phase {phase} "
+                "does not run"
+            )
+        phases = [recorded or phases[0]]
+    for candidate in phases:
+        folder = os.path.join(training_args.output_dir, PHASE_FOLDERS[candidate])
+        run = {"method": METHOD, "phase": candidate}
+        if wanted == "latest" and candidate != phases[-1] and not has_complete_checkpoint(folder):
+            continue
+        training_args.resume_from_checkpoint = resolve_checkpoint(wanted, folder, run)
+        return candidate
+    return None
 
 
 def publish_encoder(adaptation, model_args, data_args, mlm_args, target) -> None:
@@ -263,6 +329,7 @@ def classify(adaptation, model_args, data_args, mlm_args, training_args, splits,
         earlier_runtime_s=adaptation.runtime_s,
         earlier_samples=adaptation.samples_seen,
         publish_ignore=[f"{ENCODER_DIR}/**"],  # the adapted encoder has a repo of its own
+        phase="classify",
     )
     encoder = ModelArguments(adaptation.encoder, adaptation.revision)
     return train_classifier(encoder, data_args, training_args, splits, target, method)

@@ -50,7 +50,15 @@ from shared.metrics import classification_metrics
 from shared.publish import publish
 from shared.results import build_results, count_parameters
 from shared.setfit_head import save_portable_head
-from shared.training import keep_logs_in
+from shared.training import (
+    TrainingGuard,
+    check_finite,
+    check_finite_probabilities,
+    keep_logs_in,
+    max_length_for,
+    prepare_output_dir,
+    stop_on_signals,
+)
 
 METHOD = "setfit_fewshot"
 SUMMARY = (
@@ -132,6 +140,7 @@ def main(
         return None
     # Everything that can be wrong with the request fails here, before the model is downloaded.
     target = preflight(hub_args_from(training_args), training_args.output_dir)
+    prepare_output_dir(training_args.output_dir, training_args.overwrite_output_dir, resuming=False)
     splits = load_labeled_data(data_args, training_args.seed)
     names = label_names(splits)
 
@@ -141,7 +150,9 @@ def main(
     # Naming the data keeps setfit's model card from searching the Hub's dataset list for it; the card we
     # publish is our own (shared.card), written over setfit's at the end.
     model.model_card_data.dataset_id = dataset_source(data_args)
-    model.model_body.max_seq_length = data_args.max_seq_length
+    body = model.model_body
+    max_length = max_length_for(data_args.max_seq_length, body.tokenizer, body[0].auto_model.config)
+    body.max_seq_length = max_length
     if training_args.bf16:
         # setfit builds its inner Trainer's arguments before it applies ours, and transformers settles the
         # precision when arguments are built, from what `accelerate launch --mixed_precision` sets: this variable.
@@ -150,16 +161,24 @@ def main(
     trainer = setfit.Trainer(
         model=model, args=setfit_training_arguments(training_args, setfit_args), train_dataset=splits["train"]
     )
+    guard = TrainingGuard({"method": METHOD})
+    trainer.add_callback(guard)
     start = time.perf_counter()
-    trainer.train()
+    with stop_on_signals(guard):
+        trainer.train()
     runtime = time.perf_counter() - start
+    guard.raise_if_stopped(training_args.output_dir, "setfit cannot resume: run the same command again")
+    check_finite(body)
     pairs = pairs_seen(trainer)
 
     eval_split = eval_split_name(splits)
     texts = list(splits[eval_split]["text"])
-    predictions = model.predict(texts, batch_size=training_args.per_device_eval_batch_size, use_labels=False,
-                                as_numpy=True)  # fmt: skip
-    metrics = classification_metrics(list(splits[eval_split]["label"]), np.asarray(predictions), names)
+    probabilities = np.asarray(
+        model.predict_proba(texts, batch_size=training_args.per_device_eval_batch_size, as_numpy=True)
+    )
+    check_finite_probabilities(probabilities)  # a diverged head, logistic or differentiable
+    # The columns are label ids 0..n-1: the head was fitted on examples of every label.
+    metrics = classification_metrics(list(splits[eval_split]["label"]), probabilities.argmax(axis=-1), names)
     results = build_results(
         method=METHOD,
         base_model=model_args.model_name_or_path,
@@ -184,7 +203,7 @@ def main(
             "head_learning_rate": setfit_args.head_learning_rate,
             "head_num_epochs": setfit_args.head_num_epochs,
             "samples_per_label": data_args.samples_per_label,
-            "max_seq_length": data_args.max_seq_length,
+            "max_seq_length": max_length,
             "mixed_precision": trainer.st_trainer.args.mixed_precision,
         },
         method_details={
