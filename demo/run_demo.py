@@ -75,7 +75,7 @@ def train(method: str, model: str, output_dir: str, mode: str, hub_org: str | No
         os.path.join(ROOT, "trainers", f"{method}.py"),
         "--model_name_or_path", model,
         "--train_file", os.path.join(DATA, "train.csv"), "--test_file", os.path.join(DATA, "test.csv"),
-        "--max_seq_length", "64", "--seed", str(SEED), "--output_dir", output_dir,
+        "--max_seq_length", "64", "--seed", str(SEED), "--output_dir", output_dir, "--overwrite_output_dir",
         *(["--samples_per_label", str(SAMPLES_PER_LABEL)] if method == "setfit_fewshot" else []),
         *FLAGS[mode][method],
         *(["--push_to_hub", "--hub_model_id", f"{hub_org}/demo-{method.replace('_', '-')}"] if hub_org else []),

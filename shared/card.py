@@ -49,7 +49,7 @@ def _card_data(results: dict, repo_id: str, library_name: str) -> ModelCardData:
     ]
     return ModelCardData(
         model_name=repo_id.rstrip("/").split("/")[-1],
-        base_model=results["base_model"] if _is_hub_id(results["base_model"]) else None,
+        base_model=results["base_model"] if results["base_model_on_hub"] else None,
         datasets=[on_hub] if on_hub else None,
         library_name=library_name,
         pipeline_tag="text-classification",
@@ -156,6 +156,7 @@ def write_encoder_card(
     *,
     repo_id: str,
     base_model: str,
+    base_model_on_hub: bool,
     dataset: str,
     num_texts: int,
     perplexity_before: float,
@@ -164,7 +165,7 @@ def write_encoder_card(
 ) -> str:
     """README.md for an encoder adapted by continued masked-LM pretraining: a fill-mask model."""
     data = ModelCardData(
-        base_model=base_model if _is_hub_id(base_model) else None,
+        base_model=base_model if base_model_on_hub else None,
         datasets=[dataset] if _is_hub_id(dataset) else None,
         library_name="transformers",
         pipeline_tag="fill-mask",

@@ -27,7 +27,7 @@ from shared.hub import PUSH_IGNORE, HubTarget, load_pretrained
 from shared.metrics import classification_metrics, trainer_compute_metrics
 from shared.publish import publish
 from shared.results import build_results, count_parameters
-from shared.training import keep_logs_in, max_length_for, run_training
+from shared.training import keep_logs_in, max_length_for, run_training, save_final_model
 
 
 @dataclass
@@ -101,7 +101,7 @@ def train_classifier(
         method_details={**details, **method.details},
     )
 
-    trainer.save_model(training_args.output_dir)  # every process takes part; only the main one writes
+    save_final_model(trainer, training_args.output_dir)
     if trainer.is_world_process_zero():
         ignore = [*PUSH_IGNORE, *method.publish_ignore]
         publish(training_args.output_dir, results, target, method_summary=method.summary, ignore_patterns=ignore)

@@ -31,9 +31,11 @@ def build_results(
     method_details: dict | None = None,
 ) -> dict:
     """The results of one run. Cost figures are read here, right after training, on the calling process."""
+    reference, on_hub = model_reference(base_model)
     return {
         "method": method,
-        "base_model": base_model,
+        "base_model": reference,
+        "base_model_on_hub": on_hub,
         "dataset": dataset,
         "labels": label_names,
         "num_train_samples": num_train_samples,
@@ -50,6 +52,14 @@ def build_results(
         "method_details": method_details or {},
         "versions": library_versions(),
     }
+
+
+def model_reference(name_or_path: str) -> tuple[str, bool]:
+    """How results and cards name a model, and whether that name is a Hub id: a local folder is named by its
+    folder name, never by a path of the training machine."""
+    if os.path.isdir(name_or_path):
+        return os.path.basename(os.path.normpath(name_or_path)), False
+    return name_or_path, True
 
 
 def write_results(output_dir: str, results: dict) -> str:

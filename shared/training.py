@@ -254,6 +254,16 @@ def run_training(trainer: Trainer, run: dict, resume_from_checkpoint: str | None
     return output
 
 
+def save_final_model(trainer: Trainer, folder: str) -> None:
+    """The model, its config and tokenizer, as the final model of the run (every process takes part; the main one
+    writes). Without training_args.bin: a pickle of the arguments, this machine's paths included, that loading the
+    model never needs; the card and results.json record the settings."""
+    trainer.save_model(folder)
+    pickled_args = os.path.join(folder, "training_args.bin")
+    if trainer.is_world_process_zero() and os.path.exists(pickled_args):
+        os.remove(pickled_args)
+
+
 def check_finite(model: torch.nn.Module) -> None:
     """The last guard before a model is saved as final: every weight finite."""
     bad = [name for name, p in model.named_parameters() if not torch.isfinite(p).all()]
@@ -276,11 +286,15 @@ def _latest_checkpoint(output_dir: str) -> str | None:
 
 @contextlib.contextmanager
 def stop_on_signals(guard: TrainingGuard):
-    """While training, SIGTERM and SIGINT ask the guard to stop at the end of the step; a second one stops at once."""
+    """While training, SIGTERM and SIGINT ask the guard to stop at the end of the step. A second SIGINT (Ctrl-C
+    pressed again) stops at once; a second SIGTERM changes nothing: the kernel may repeat the parent-death signal
+    while the launcher's threads exit one by one, and a scheduler follows its SIGTERM with SIGKILL anyway."""
 
     def handler(signum, frame):
-        if guard.signal_name:  # asked twice: the user wants out now
-            raise SystemExit(128 + signum)
+        if guard.signal_name:
+            if signum == signal.SIGINT:
+                raise SystemExit(128 + signum)
+            return
         guard.signal_name = signal.Signals(signum).name
         print(f"{guard.signal_name}: stopping at the end of this step", file=sys.stderr, flush=True)
 

@@ -47,8 +47,8 @@ def test_both_phases(tiny_bert, data_args, mlm_training_args):
     details = results["method_details"]
     assert math.isfinite(details["perplexity_before"]) and math.isfinite(details["perplexity_after"])
     assert details["perplexity_after"] < details["perplexity_before"]
-    assert details["mlm_texts"] == 48 and details["adapted_encoder"] == os.path.join(out, "mlm")
-    assert results["method"] == "mlm_then_classify" and results["base_model"] == tiny_bert
+    assert details["mlm_texts"] == 48 and details["adapted_encoder"] == "mlm"  # beside the model
+    assert results["method"] == "mlm_then_classify" and results["base_model"] == "bert"  # the folder's name
     assert results["train_runtime_s"] > details["mlm_runtime_s"] > 0  # the cost counts both phases
 
     assert {"model.safetensors", "README.md", "results.json"} <= set(os.listdir(out))
@@ -83,7 +83,7 @@ def test_mlm_phase_alone_then_classify_alone(tiny_bert, data_args, mlm_training_
     classify_only = mlm_then_classify.MLMArguments(phase="classify")
     results = mlm_then_classify.main(model_args_for(encoder), data_args, classify_only, mlm_training_args)
 
-    assert results["method_details"]["adapted_encoder"] == encoder
+    assert results["method_details"]["adapted_encoder"] == "mlm"  # the given encoder, by its folder name
     assert results["method_details"]["perplexity_before"] is None
     assert not os.path.exists(os.path.join(mlm_training_args.output_dir, "mlm"))
 

@@ -23,12 +23,14 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Literal
 
 import datasets
+import torch
 from transformers import (
     AutoConfig,
     AutoModelForMaskedLM,
     AutoTokenizer,
     DataCollatorForLanguageModeling,
     Trainer,
+    TrainerState,
     set_seed,
 )
 
@@ -38,6 +40,7 @@ from shared.classification import Method, train_classifier
 from shared.data import FILE_BUILDERS, dataset_source, load_labeled_data, sample_per_label
 from shared.errors import InputError, exit_on_cli_error
 from shared.hub import load_pretrained, preflight, push_folder
+from shared.results import model_reference
 from shared.training import (
     checkpoint_run,
     has_complete_checkpoint,
@@ -46,11 +49,13 @@ from shared.training import (
     prepare_output_dir,
     resolve_checkpoint,
     run_training,
+    save_final_model,
 )
 
 METHOD = "mlm_then_classify"
 ENCODER_DIR = "mlm"
 ADAPTATION_FILE = "adaptation.json"
+PRIME = 1_000_003  # spreads the seeds of batches and processes apart
 PHASE_FOLDERS = {"mlm": ENCODER_DIR, "classify": "."}  # where each phase keeps its checkpoints, in output_dir
 logger = logging.getLogger(METHOD)
 
@@ -84,21 +89,33 @@ class Adaptation:
 
     def save(self) -> None:
         with open(os.path.join(self.encoder, ADAPTATION_FILE), "w") as f:
-            json.dump(asdict(self), f, indent=2)
+            json.dump({**asdict(self), "encoder": ENCODER_DIR}, f, indent=2)  # no path of this machine
 
     @classmethod
     def load(cls, encoder_dir: str) -> "Adaptation":
         path = os.path.join(encoder_dir, ADAPTATION_FILE)
         if not os.path.isfile(path):
             raise InputError(f"cannot resume the classifier: {path} is missing, so the masked-LM phase never finished")
-        return cls(**json.load(open(path)))
+        return cls(**{**json.load(open(path)), "encoder": encoder_dir})
 
 
-class OffsetPaddingCollator(DataCollatorForLanguageModeling):
-    """DataCollatorForLanguageModeling that also pads `offset_mapping`, which whole-word masking reads but the
-    tokenizer's pad() leaves ragged (it fails on a batch of texts of different lengths)."""
+class MaskingCollator(DataCollatorForLanguageModeling):
+    """DataCollatorForLanguageModeling whose masks a resumed run reproduces, and which pads `offset_mapping`.
+
+    Each batch is masked from its own seed, `seed` plus its index: a resumed Trainer skips the batches it already
+    trained on without collating them, so masks drawn from one running generator (or the global one) would differ
+    from the uninterrupted run's from there on. `offset_mapping`, which whole-word masking reads, is left ragged by
+    the tokenizer's pad() (it fails on a batch of texts of different lengths), so it is padded here.
+    """
+
+    def __init__(self, *args, seed: int, batches_done: int = 0, **kwargs):
+        super().__init__(*args, seed=seed, **kwargs)
+        self.batches_done = batches_done
 
     def torch_call(self, examples):
+        self.generator = torch.Generator().manual_seed(self.seed + PRIME * self.batches_done)
+        self._generator_pid = os.getpid()  # keeps the parent class from replacing the generator
+        self.batches_done += 1
         if "offset_mapping" in examples[0]:
             longest = max(len(example["input_ids"]) for example in examples)
             examples = [{**e, "offset_mapping": self._pad(list(e["offset_mapping"]), longest)} for e in examples]
@@ -163,13 +180,23 @@ def adapt_encoder(
     with training_args.main_process_first(desc="tokenizing"):
         tokenized = text.map(tokenize, batched=True, remove_columns=["text"], desc="Tokenizing for masked LM")
 
-    def collator(seed: int | None = None):
-        return OffsetPaddingCollator(
+    def collator(seed: int, batches_done: int = 0):
+        return MaskingCollator(
             tokenizer,
             mlm_probability=mlm_args.mlm_probability,
             whole_word_mask=mlm_args.whole_word_masking,
             seed=seed,
+            batches_done=batches_done,
         )
+
+    # Training masks differ from the held-out ones and between processes; a resumed run goes on from its batch.
+    train_seed = training_args.seed + 1 + PRIME * training_args.process_index
+    batches_done = (
+        TrainerState.load_from_json(os.path.join(checkpoint, "trainer_state.json")).global_step
+        * training_args.gradient_accumulation_steps
+        if checkpoint
+        else 0
+    )
 
     set_seed(training_args.seed)
     model = load_pretrained(AutoModelForMaskedLM, model_args.model_name_or_path, model_args.model_revision)
@@ -188,21 +215,22 @@ def adapt_encoder(
         args=mlm_training_args,
         train_dataset=tokenized["train"],
         processing_class=tokenizer,
-        data_collator=collator(),
+        data_collator=collator(train_seed, batches_done),
     )
+    train_collator = trainer.data_collator
 
     def perplexity() -> float:
         # A fresh collator seeded alike masks the held-out text identically before and after training.
-        trainer.data_collator = collator(seed=training_args.seed)
+        trainer.data_collator = collator(training_args.seed)
         loss = trainer.evaluate(tokenized["validation"])["eval_loss"]
-        trainer.data_collator = collator()
+        trainer.data_collator = train_collator
         return math.exp(loss)
 
     before = perplexity()
     output = run_training(trainer, {"method": METHOD, "phase": "mlm"}, checkpoint)
     after = perplexity()
     logger.info("masked-LM perplexity on held-out text: %.2f before, %.2f after", before, after)
-    trainer.save_model(encoder_dir)
+    save_final_model(trainer, encoder_dir)
     return Adaptation(
         encoder=encoder_dir,
         num_texts=len(texts),
@@ -285,10 +313,12 @@ def checkpoint_to_resume(phase: str, training_args: RecipeTrainingArguments) -> 
 
 
 def publish_encoder(adaptation, model_args, data_args, mlm_args, target) -> None:
+    base_model, on_hub = model_reference(model_args.model_name_or_path)
     write_encoder_card(
         adaptation.encoder,
-        repo_id=target.repo_id if target else adaptation.encoder,
-        base_model=model_args.model_name_or_path,
+        repo_id=target.repo_id if target else ENCODER_DIR,
+        base_model=base_model,
+        base_model_on_hub=on_hub,
         dataset=dataset_source(data_args),
         num_texts=adaptation.num_texts,
         perplexity_before=adaptation.perplexity_before,
@@ -318,8 +348,9 @@ def classify(adaptation, model_args, data_args, mlm_args, training_args, splits,
             "mlm_num_train_epochs": mlm_args.mlm_num_train_epochs,
         },
         details={
-            # Where a reader (the Space's fill-mask tab) finds the encoder: its repo, else the local folder.
-            "adapted_encoder": adaptation.published_as or adaptation.encoder,
+            # Where a reader (the Space's fill-mask tab) finds the encoder: its repo, else the folder beside the
+            # model's files (or, with --phase classify, the encoder it was given).
+            "adapted_encoder": adaptation.published_as or model_reference(adaptation.encoder)[0],
             "mlm_texts": adaptation.num_texts,
             "mlm_runtime_s": round(adaptation.runtime_s, 3),
             "perplexity_before": adaptation.perplexity_before,

@@ -1,0 +1,277 @@
+"""A training job you can trust, tested by causing each fault: resume from a checkpoint ends where an uninterrupted
+run ends, a stopped launch leaves no process and publishes nothing, a diverging run saves and publishes nothing,
+a reused folder is refused, an over-long --max_seq_length is cut to what the model takes."""
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+
+import psutil
+import pytest
+
+from conftest import ORG, ROOT, TOKEN, USER, free_port, load_trainer, model_args_for, run_script
+from shared.errors import InputError
+from shared.training import TrainingStopped
+from tiny import build_tiny_encoder
+
+full_finetune = load_trainer("full_finetune")
+freeze_layers = load_trainer("freeze_layers")
+mlm_then_classify = load_trainer("mlm_then_classify")
+setfit_fewshot = load_trainer("setfit_fewshot")
+
+
+def weights_hash(folder) -> str:
+    return hashlib.sha256(open(os.path.join(folder, "model.safetensors"), "rb").read()).hexdigest()
+
+
+@pytest.fixture
+def checkpointed(training_args):
+    """Six steps with a checkpoint every three: one to resume from, halfway."""
+    return replace(training_args, max_steps=6, save_strategy="steps", save_steps=3)
+
+
+def run_method(method: str, model: str, data_args, training_args) -> dict:
+    own = {"freeze_layers": [freeze_layers.FreezeArguments(num_frozen_layers=1)],
+           "mlm_then_classify": [mlm_then_classify.MLMArguments()]}  # fmt: skip
+    return load_trainer(method).main(model_args_for(model), data_args, *own.get(method, []), training_args)
+
+
+# ---- resume ------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["full_finetune", "freeze_layers"])
+def test_a_resumed_run_ends_bit_identical_to_an_uninterrupted_one(
+    method, tiny_bert, data_args, checkpointed, tmp_path
+):
+    whole = run_method(method, tiny_bert, data_args, checkpointed)
+    assert os.path.isfile(os.path.join(checkpointed.output_dir, "checkpoint-3", "run_info.json"))
+
+    # The run stopped after step 3: its folder holds the first checkpoint and a later, incomplete one.
+    stopped = tmp_path / "stopped"
+    shutil.copytree(os.path.join(checkpointed.output_dir, "checkpoint-3"), stopped / "checkpoint-3")
+    shutil.copytree(os.path.join(checkpointed.output_dir, "checkpoint-6"), stopped / "checkpoint-5")
+    os.remove(stopped / "checkpoint-5" / "trainer_state.json")  # killed while saving
+    resumed_args = replace(checkpointed, output_dir=str(stopped), resume_from_checkpoint="latest")
+    resumed = run_method(method, tiny_bert, data_args, resumed_args)
+
+    assert weights_hash(stopped) == weights_hash(checkpointed.output_dir)
+    assert resumed["metrics"] == whole["metrics"]
+
+
+def test_mlm_then_classify_resumes_either_phase_bit_identical(tiny_bert, data_args, checkpointed, tmp_path):
+    whole_dir = checkpointed.output_dir
+    whole = run_method("mlm_then_classify", tiny_bert, data_args, checkpointed)
+    assert json.load(open(os.path.join(whole_dir, "mlm", "checkpoint-3", "run_info.json")))["phase"] == "mlm"
+    assert json.load(open(os.path.join(whole_dir, "checkpoint-3", "run_info.json")))["phase"] == "classify"
+
+    # Stopped in phase 1: resume from its checkpoint by path; phase 2 then runs afresh.
+    in_phase_1 = replace(checkpointed, output_dir=str(tmp_path / "p1"),
+                         resume_from_checkpoint=os.path.join(whole_dir, "mlm", "checkpoint-3"))  # fmt: skip
+    from_phase_1 = run_method("mlm_then_classify", tiny_bert, data_args, in_phase_1)
+    assert weights_hash(tmp_path / "p1" / "mlm") == weights_hash(os.path.join(whole_dir, "mlm"))
+    assert weights_hash(tmp_path / "p1") == weights_hash(whole_dir)
+    assert from_phase_1["metrics"] == whole["metrics"]
+
+    # Stopped in phase 2: phase 1 had finished; `latest` finds the classifier's checkpoint and skips phase 1.
+    stopped = tmp_path / "p2"
+    shutil.copytree(os.path.join(whole_dir, "mlm"), stopped / "mlm")
+    shutil.copytree(os.path.join(whole_dir, "checkpoint-3"), stopped / "checkpoint-3")
+    in_phase_2 = replace(checkpointed, output_dir=str(stopped), resume_from_checkpoint="latest")
+    from_phase_2 = run_method("mlm_then_classify", tiny_bert, data_args, in_phase_2)
+    assert weights_hash(stopped) == weights_hash(whole_dir)
+    assert from_phase_2["metrics"] == whole["metrics"]
+    assert from_phase_2["method_details"]["perplexity_after"] == whole["method_details"]["perplexity_after"]
+
+
+def test_a_checkpoint_that_cannot_be_resumed_is_one_clear_error(tiny_bert, data_args, checkpointed, tmp_path):
+    run_method("full_finetune", tiny_bert, data_args, checkpointed)
+    checkpoint = os.path.join(checkpointed.output_dir, "checkpoint-3")
+    broken = tmp_path / "broken"
+    shutil.copytree(checkpoint, broken)
+    os.remove(broken / "optimizer.pt")
+    cases = {
+        str(tmp_path / "nowhere"): "does not exist",
+        str(broken): re.escape("is not a complete checkpoint: the optimizer state (optimizer.pt) missing"),
+        "latest": "no complete checkpoint in",
+    }
+    for wanted, message in cases.items():
+        args = replace(checkpointed, output_dir=str(tmp_path / "new"), resume_from_checkpoint=wanted)
+        with pytest.raises(InputError, match=message):
+            run_method("full_finetune", "/nonexistent/model", data_args, args)  # fails before any model loads
+
+    another_method = replace(checkpointed, output_dir=str(tmp_path / "x"), resume_from_checkpoint=checkpoint)
+    with pytest.raises(InputError, match="was written by full_finetune, not by freeze_layers"):
+        run_method("freeze_layers", tiny_bert, data_args, another_method)
+
+
+# ---- preemption --------------------------------------------------------------------------------------------------
+
+
+def launch_in_background(out: str, env: dict, processes: int = 1, *flags: str) -> subprocess.Popen:
+    """full_finetune under accelerate launch, for far more steps than the test waits for, a checkpoint every 2."""
+    launcher = [os.path.join(os.path.dirname(sys.executable), "accelerate"), "launch"]
+    if processes == 1:
+        launcher += ["--config_file", os.path.join(ROOT, "accelerate_config.yaml")]
+    else:
+        launcher += ["--multi_gpu", "--num_processes", str(processes), "--num_machines", "1", "--mixed_precision",
+                     "no", "--dynamo_backend", "no", "--main_process_port", str(free_port())]  # fmt: skip
+    return run_script(
+        [*launcher, os.path.join(ROOT, "trainers/full_finetune.py"), *flags, "--output_dir", out,
+         "--max_steps", "100000", "--save_strategy", "steps", "--save_steps", "2", "--logging_steps", "1000"],
+        env={**env, "ACCELERATE_USE_CPU": "true"},
+        background=True,
+    )  # fmt: skip
+
+
+def wait_for(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+@pytest.mark.parametrize(
+    ("processes", "signum", "target"),
+    [(1, signal.SIGTERM, "launcher"), (2, signal.SIGTERM, "launcher"), (1, signal.SIGINT, "training process")],
+)
+def test_a_stopped_launch_checkpoints_publishes_nothing_and_leaves_no_process(
+    processes, signum, target, hub, tiny_bert, reviews, tmp_path
+):
+    out = str(tmp_path / "run")
+    repo_id = f"{ORG}/preempted"
+    launcher = launch_in_background(
+        out, hub.env, processes,
+        "--model_name_or_path", tiny_bert, "--train_file", reviews["train"], "--test_file", reviews["test"],
+        "--text_column_name", "review", "--label_column_name", "sentiment", "--push_to_hub", "--hub_model_id", repo_id,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: os.path.isdir(os.path.join(out, "checkpoint-2")), 120, "the first checkpoint")
+        training = [
+            p
+            for p in psutil.Process(launcher.pid).children(recursive=True)
+            if "full_finetune" in " ".join(p.cmdline())
+        ]
+        assert len(training) == processes
+        (training[0] if target == "training process" else psutil.Process(launcher.pid)).send_signal(signum)
+        stopped_at = time.monotonic()
+        _, still_running = psutil.wait_procs(training, timeout=30)
+        assert not still_running, "a training process outlived the stop by more than 30 s"
+        assert time.monotonic() - stopped_at < 30
+        _, stderr = launcher.communicate(timeout=30)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+    assert launcher.returncode != 0
+    assert "stopped by SIG" in stderr and "--resume_from_checkpoint latest" in stderr, stderr[-3000:]
+    assert hub.state.repo(repo_id).commits == []
+    assert not os.path.exists(os.path.join(out, "model.safetensors")), "a stopped run saved a final model"
+    checkpoints = sorted((e for e in os.listdir(out) if e.startswith("checkpoint-")), key=lambda e: int(e[11:]))
+    assert os.path.isfile(os.path.join(out, checkpoints[-1], "trainer_state.json"))  # the last one is complete
+
+
+# ---- divergence --------------------------------------------------------------------------------------------------
+
+
+def test_a_diverging_run_stops_and_publishes_nothing(hub, tiny_bert, reviews, tmp_path):
+    out = tmp_path / "diverged"
+    result = run_script(
+        [os.path.join(os.path.dirname(sys.executable), "accelerate"), "launch", "-q", "--config_file",
+         os.path.join(ROOT, "accelerate_config.yaml"), "trainers/full_finetune.py", "--model_name_or_path", tiny_bert,
+         "--train_file", reviews["train"], "--test_file", reviews["test"], "--text_column_name", "review",
+         "--label_column_name", "sentiment", "--learning_rate", "1e6", "--max_steps", "20", "--output_dir", str(out),
+         "--push_to_hub", "--hub_model_id", f"{USER}/diverged"],
+        env=hub.env,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "error: non-finite loss at step" in result.stderr and "Traceback" not in result.stderr
+    assert hub.state.repo(f"{USER}/diverged").commits == []
+    assert not (out / "model.safetensors").exists() and not (out / "results.json").exists()
+
+
+def test_setfit_stops_on_a_diverging_body(tiny_sentence_transformer, data_args, tmp_path):
+    training = setfit_fewshot.SetFitTrainingArguments(output_dir=str(tmp_path / "setfit"), learning_rate=1e6,
+                                                      max_steps=20)  # fmt: skip
+    with pytest.raises(TrainingStopped, match="non-finite loss at step"):
+        setfit_fewshot.main(model_args_for(tiny_sentence_transformer), data_args,
+                            setfit_fewshot.SetFitArguments(num_iterations=4), training)  # fmt: skip
+    assert not (tmp_path / "setfit" / "model.safetensors").exists()
+
+
+# ---- output folders ----------------------------------------------------------------------------------------------
+
+
+def test_a_folder_of_another_run_is_refused_then_cleared_on_request(tiny_bert, data_args, training_args):
+    os.makedirs(training_args.output_dir)
+    for stale in ("config_setfit.json", "model_head.pkl"):
+        open(os.path.join(training_args.output_dir, stale), "w").write("{}")
+
+    with pytest.raises(InputError, match=r"already holds files \(config_setfit.json, model_head.pkl\); pass "
+                                         r"--overwrite_output_dir"):  # fmt: skip
+        full_finetune.main(model_args_for(tiny_bert), data_args, training_args)
+
+    training_args.overwrite_output_dir = True
+    full_finetune.main(model_args_for(tiny_bert), data_args, training_args)
+    files = set(os.listdir(training_args.output_dir))
+    assert "model.safetensors" in files and not files & {"config_setfit.json", "model_head.pkl"}
+
+
+def test_overwrite_never_clears_a_project_folder(tiny_bert, data_args, training_args, tmp_path):
+    project = tmp_path / "project"
+    (project / ".git").mkdir(parents=True)
+    (project / "notes.txt").write_text("precious")
+    args = replace(training_args, output_dir=str(project), overwrite_output_dir=True)
+    with pytest.raises(InputError, match="will not clear"):
+        full_finetune.main(model_args_for(tiny_bert), data_args, args)
+    assert (project / "notes.txt").read_text() == "precious"
+
+
+def test_no_absolute_path_of_the_training_machine_in_the_output(tiny_bert, data_args, training_args):
+    full_finetune.main(model_args_for(tiny_bert), data_args, training_args)
+    for name in ("results.json", "README.md", "config.json"):
+        text = open(os.path.join(training_args.output_dir, name)).read()
+        assert os.path.dirname(tiny_bert) not in text, f"{name} names {tiny_bert}"
+    assert json.load(open(os.path.join(training_args.output_dir, "results.json")))["base_model"] == "bert"
+
+
+# ---- sequence length ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("family", "positions"), [("bert", 64), ("roberta", 64)])
+def test_max_seq_length_is_cut_to_the_positions_the_model_has(family, positions, data_args, training_args, tmp_path):
+    encoder = build_tiny_encoder(family, str(tmp_path / family))
+    config_file = os.path.join(encoder, "tokenizer_config.json")
+    config = json.load(open(config_file))
+    json.dump({**config, "model_max_length": 10**30}, open(config_file, "w"))  # a tokenizer saved without a limit
+    long_reviews = tmp_path / "long.csv"
+    positive, negative = " ".join(["great fun film"] * 60), " ".join(["dull boring plot"] * 60)
+    long_reviews.write_text("review,sentiment\n" + f"{positive},positive\n{negative},negative\n" * 12)
+    data = replace(data_args, train_file=str(long_reviews), validation_file=None, test_file=None, max_seq_length=256)
+
+    results = full_finetune.main(model_args_for(encoder), data, training_args)
+
+    assert results["hyperparameters"]["max_seq_length"] == positions
+    assert f"max_seq_length: {positions}" in open(os.path.join(training_args.output_dir, "README.md")).read()
+
+
+def test_the_token_is_in_no_output_of_a_failed_run(hub, tiny_bert, reviews, tmp_path):
+    """Publishing fails after training; neither the trainer nor accelerate's launcher (without -q, so that its own
+    traceback prints) shows the token."""
+    hub.state.add_fault("POST", r"/commit/", 403)
+    result = run_script(
+        [os.path.join(os.path.dirname(sys.executable), "accelerate"), "launch", "--config_file",
+         os.path.join(ROOT, "accelerate_config.yaml"), "trainers/full_finetune.py", "--model_name_or_path", tiny_bert,
+         "--train_file", reviews["train"], "--test_file", reviews["test"], "--text_column_name", "review",
+         "--label_column_name", "sentiment", "--max_steps", "2", "--output_dir", str(tmp_path / "out"),
+         "--push_to_hub", "--hub_model_id", f"{USER}/refused"],
+        env=hub.env,
+    )  # fmt: skip
+    assert result.returncode != 0 and "publish it later with `hf upload" in result.stderr
+    assert "Traceback" in result.stderr  # the launcher's own, which echoes the command line
+    assert TOKEN not in result.stdout + result.stderr
