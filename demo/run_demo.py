@@ -216,8 +216,9 @@ def main(argv: list[str] | None = None) -> dict:
         sources = [
             f"{hub_org}/demo-{m.replace('_', '-')}" if hub_org else os.path.join(args.output_dir, m) for m in METHODS
         ]
-        subprocess.run([sys.executable, os.path.join(ROOT, "space", "app.py")], cwd=ROOT,
-                       env={**os.environ, "MODEL_IDS": ",".join(sources)}, check=False)  # fmt: skip
+        # ENCODER_IDS: the base encoder's folder, which results.json names by its folder name only.
+        env = {**os.environ, "MODEL_IDS": ",".join(sources), "ENCODER_IDS": model}
+        subprocess.run([sys.executable, os.path.join(ROOT, "space", "app.py")], cwd=ROOT, env=env, check=False)
     return {"results": results, "baselines": baselines, "report": report, "chart": chart}
 
 

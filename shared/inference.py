@@ -1,12 +1,15 @@
-"""A repo id or a local folder in, a predictor out: label probabilities for a batch of texts.
+"""A repo id or a local folder in, a predictor out: label probabilities for a batch of texts; or a fill-mask
+encoder out: the likeliest words for a masked sentence.
 
 Tells a transformers classifier from a SetFit model by the files the repo holds. Downloads only files that
-cannot run code (JSON, safetensors, tokenizer vocabularies) unless the caller trusts the repo's pickled
-SetFit head; otherwise SetFit models are served through the pickle-free model_head.safetensors.
+cannot run code (JSON, safetensors, tokenizer vocabularies), into huggingface_hub's one cache, unless the caller
+trusts the repo's pickled SetFit head; otherwise SetFit models are served through the pickle-free
+model_head.safetensors. Models go to the GPU when there is one.
 """
 
 import json
 import os
+import re
 import time
 from dataclasses import dataclass, field
 
@@ -15,8 +18,8 @@ import numpy as np
 import torch
 from huggingface_hub import snapshot_download
 from huggingface_hub.errors import HfHubHTTPError, HFValidationError
-from huggingface_hub.utils import validate_repo_id
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from huggingface_hub.utils import filter_repo_objects, validate_repo_id
+from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
 from shared.errors import InputError
 from shared.hub import load_pretrained, load_sentence_transformer
@@ -27,6 +30,7 @@ from shared.setfit_head import HEAD_FILE, PortableHead
 SAFE_FILES = ["*.json", "*.safetensors", "*.txt", "*.model", "README.md"]
 PICKLED_HEAD = "model_head.pkl"
 SETFIT_CONFIG = "config_setfit.json"
+COMMIT_SHA = re.compile(r"[0-9a-f]{40}")
 
 
 @dataclass
@@ -39,7 +43,18 @@ class ModelSpec:
 
     @property
     def name(self) -> str:
-        return self.source if self.revision is None else f"{self.source}@{self.revision}"
+        """The repo id, or the folder's name: a visitor learns nothing from a path on the serving machine. A branch
+        or tag shows; a commit sha (a deployed Space pins every model to one) would only be noise."""
+        if self.revision is None or COMMIT_SHA.fullmatch(self.revision):
+            return readable_name(self.source)
+        return f"{readable_name(self.source)}@{self.revision}"
+
+
+def readable_name(source: str) -> str:
+    """A Hub repo id as it is; a local folder (or the absolute path another machine trained from) by its name."""
+    if os.path.isabs(source) or os.path.isdir(source):
+        return os.path.basename(os.path.normpath(os.path.abspath(source)))
+    return source
 
 
 @dataclass
@@ -80,6 +95,47 @@ class Predictor:
         return predictions, (time.perf_counter() - start) * 1000
 
 
+@dataclass
+class FillMasker:
+    """A masked-LM encoder that proposes the likeliest tokens where a sentence says [MASK]."""
+
+    name: str
+    folder: str
+    _fill: object = field(default=None, repr=False)
+
+    def fill(self, text: str, top_k: int = 5) -> list[tuple[str, float]]:
+        """(token, probability) of the `top_k` likeliest tokens where `text` says [MASK] (once)."""
+        return self._fill(text, top_k)
+
+
+def fill_mask_encoders(info: dict, folder: str | None = None) -> tuple[str, str] | None:
+    """The base and the adapted encoder that an MLM-adapted classifier's results.json names; None for other models.
+
+    Each is a Hub repo id, or a local folder's name (results.json never holds a path of the training machine);
+    the adapted encoder saved beside a local model's files (`folder`) is found there.
+    """
+    adapted = info.get("method_details", {}).get("adapted_encoder")
+    if info.get("method") != "mlm_then_classify" or not adapted:
+        return None
+    if folder and os.path.isdir(os.path.join(folder, adapted)):
+        adapted = os.path.join(folder, adapted)
+    return info["base_model"], adapted
+
+
+def load_fill_mask(spec: ModelSpec, token: str | bool | None = None) -> FillMasker:
+    """Download (if needed) and load a masked-LM encoder with the same safe files as a classifier."""
+    folder = _local_folder(spec, token)
+    tokenizer = load_pretrained(AutoTokenizer, folder)
+    model = load_pretrained(AutoModelForMaskedLM, folder).eval()
+    fill_mask = pipeline("fill-mask", model=model, tokenizer=tokenizer, device=_device())
+
+    def fill(text: str, top_k: int) -> list[tuple[str, float]]:
+        candidates = fill_mask(text.replace("[MASK]", tokenizer.mask_token, 1), top_k=top_k)
+        return [(c["token_str"], c["score"]) for c in candidates]
+
+    return FillMasker(spec.name, folder, fill)
+
+
 def load_predictor(spec: ModelSpec, token: str | bool | None = None) -> Predictor:
     """Download (if needed) and load one model. `token=False` sends no token at all, for repos a visitor named.
 
@@ -96,6 +152,15 @@ def load_predictor(spec: ModelSpec, token: str | bool | None = None) -> Predicto
     return Predictor(spec.name, "transformers", labels, folder, info, probabilities)
 
 
+def files_to_load(filenames: list[str], trust_pickle: bool = False) -> list[str]:
+    """Which of a repo's files loading it downloads: what a Space preloads for it, and nothing else."""
+    return list(filter_repo_objects(filenames, allow_patterns=_patterns(trust_pickle)))
+
+
+def _patterns(trust_pickle: bool) -> list[str]:
+    return SAFE_FILES + ([PICKLED_HEAD] if trust_pickle else [])
+
+
 def _local_folder(spec: ModelSpec, token: str | bool | None) -> str:
     if os.path.isdir(spec.source):
         return spec.source
@@ -103,17 +168,23 @@ def _local_folder(spec: ModelSpec, token: str | bool | None) -> str:
         validate_repo_id(spec.source)
     except HFValidationError as err:
         raise InputError(f"{spec.source!r} is neither a local folder nor a valid Hub repo id") from err
-    patterns = SAFE_FILES + ([PICKLED_HEAD] if spec.trust_pickle else [])
     try:
-        return snapshot_download(spec.source, revision=spec.revision, allow_patterns=patterns, token=token)
+        return snapshot_download(
+            spec.source, revision=spec.revision, allow_patterns=_patterns(spec.trust_pickle), token=token
+        )
     except (HfHubHTTPError, httpx2.TransportError, OSError) as err:
         raise InputError(f"could not download {spec.name}: {err}") from err
+
+
+def _device() -> str:
+    # On ZeroGPU `spaces` makes CUDA look present at start-up and moves the weights when a call gets its GPU.
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _transformers(folder: str):
     tokenizer = load_pretrained(AutoTokenizer, folder)
     model = load_pretrained(AutoModelForSequenceClassification, folder).eval()
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = _device()
     model.to(device)
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
 

@@ -3,35 +3,44 @@ results, batch evaluation of a CSV, and fill-mask for MLM-adapted encoders.
 
     MODEL_IDS="org/a,org/b@v2,./outputs/c" python space/app.py     # repo ids (optionally @revision) or folders
     python space/app.py                                          # models from space/models.yaml
+    ENCODER_IDS=/path/to/base-encoder MODEL_IDS=./outputs/mlm python space/app.py   # a local base for fill-mask
 
-GRADIO_SERVER_NAME and GRADIO_SERVER_PORT are honoured. On Hugging Face Spaces the app runs on CPU hardware; with
-ZeroGPU (the `spaces` package) inference runs under `spaces.GPU`.
+GRADIO_SERVER_NAME and GRADIO_SERVER_PORT are honoured. Every model is loaded and run once at start-up, so the
+first visitor waits no longer than the next. On a ZeroGPU Space (hardware "ZeroGPU", the `spaces` package) each
+inference call borrows a GPU under `spaces.GPU` for as long as its work needs; elsewhere it runs where the models
+were loaded: on CUDA when there is one, else on the CPU.
 """
+
+# ZeroGPU refuses to start once CUDA is initialised, so `spaces` is imported before anything that imports torch.
+try:
+    import spaces
+except ImportError:  # not a ZeroGPU Space
+    spaces = None
 
 import csv
 import html
+import math
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import gradio as gr
 import matplotlib.pyplot as plt
 import pandas as pd
 import yaml
+from matplotlib.ticker import LogFormatter
 
 from shared.errors import CliError
-from shared.inference import ModelSpec, Predictor, load_predictor
+from shared.inference import (
+    FillMasker,
+    ModelSpec,
+    Predictor,
+    fill_mask_encoders,
+    load_fill_mask,
+    load_predictor,
+    readable_name,
+)
 from shared.metrics import classification_metrics
-
-try:  # ZeroGPU Spaces lend a GPU per call to functions wrapped in spaces.GPU
-    import spaces
-
-    on_gpu = spaces.GPU
-except ImportError:
-
-    def on_gpu(fn):
-        return fn
-
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MODELS_FILE = os.path.join(HERE, "models.yaml")
@@ -39,8 +48,15 @@ MODELS_FILE = os.path.join(HERE, "models.yaml")
 MAX_TEXT_CHARS = 2000
 MAX_BATCH_ROWS = 500
 MAX_UPLOAD = "1mb"
-CONCURRENCY = 2  # inference calls running at once; the rest wait in the queue
+# Compare, batch and fill-mask share one queue group: at most this many of them run models at once, in total.
+INFERENCE = {"concurrency_id": "inference", "concurrency_limit": 2}
 MAX_QUEUE = 32
+# ZeroGPU stops a call that outlives the GPU time it asked for (60 s unless told), and serves shorter asks
+# sooner, so each call asks for what its work needs: the cost of attaching a GPU, then a rate per text and model
+# that is generous for a base-size encoder on texts of MAX_TEXT_CHARS (500 rows x 4 models: 110 s).
+GPU_ATTACH_S = 10
+GPU_S_PER_TEXT = 0.05
+ON_ZERO_GPU = spaces is not None and spaces.config.Config.zero_gpu
 EXAMPLES = [
     "What a horrible movie!",
     "A warm, funny and beautifully acted film.",
@@ -57,6 +73,21 @@ class BrokenModel:
     info: dict | None = None
 
 
+# A classifier trained from a local folder names it by its folder name only: ENCODER_IDS must say where it is.
+LOCAL_BASE = (
+    "the base encoder {} was a local folder of the training machine: publish it, or name its folder in ENCODER_IDS"
+)
+
+
+@dataclass
+class Models:
+    """Everything the app serves, loaded at start-up: the classifiers, and by classifier name the base and adapted
+    encoders of each MLM-adapted one (for fill-mask)."""
+
+    classifiers: list[Predictor | BrokenModel]
+    fill_mask: dict[str, tuple[FillMasker | BrokenModel, FillMasker | BrokenModel]] = field(default_factory=dict)
+
+
 def read_model_specs(model_ids: str | None = None, models_file: str = MODELS_FILE) -> list[ModelSpec]:
     """MODEL_IDS ("id[@revision],...") when set, else the `models:` list of models.yaml."""
     if model_ids:
@@ -65,8 +96,17 @@ def read_model_specs(model_ids: str | None = None, models_file: str = MODELS_FIL
             source, _, revision = entry.partition("@")
             specs.append(ModelSpec(source, revision or None))
         return specs
+    return _read_models_file(models_file, "models")
+
+
+def read_encoder_specs(models_file: str = MODELS_FILE) -> list[ModelSpec]:
+    """The `encoders:` list of models.yaml: the revisions the fill-mask encoders are pinned to (deploy writes it)."""
+    return _read_models_file(models_file, "encoders")
+
+
+def _read_models_file(models_file: str, key: str) -> list[ModelSpec]:
     with open(models_file) as f:
-        entries = (yaml.safe_load(f) or {}).get("models") or []
+        entries = (yaml.safe_load(f) or {}).get(key) or []
     return [
         ModelSpec(e["id"], e.get("revision"), bool(e.get("trust_pickle", False)))
         if isinstance(e, dict)
@@ -75,15 +115,61 @@ def read_model_specs(model_ids: str | None = None, models_file: str = MODELS_FIL
     ]
 
 
-def load_models(specs: list[ModelSpec]) -> list[Predictor | BrokenModel]:
-    """Load every model once, up front; one that fails becomes a BrokenModel instead of stopping the app."""
-    models = []
-    for spec in specs:
-        try:
-            models.append(load_predictor(spec))
-        except (CliError, OSError, ValueError) as err:
-            models.append(BrokenModel(spec.name, str(err)))
-    return models
+def load_models(specs: list[ModelSpec], encoder_specs: list[ModelSpec] = ()) -> Models:
+    """Load every model once, up front, and run it once; one that fails becomes a BrokenModel instead of stopping
+    the app. An encoder in `encoder_specs` loads at the revision listed there."""
+    classifiers = [_load(load_predictor, spec, lambda model: model.predict([EXAMPLES[0]])) for spec in specs]
+    # By source, and by folder name: how results.json names an encoder that was a local folder.
+    pinned = {key: spec for spec in encoder_specs for key in (spec.source, readable_name(spec.source))}
+    encoders, fill_mask = {}, {}
+    for model in classifiers:
+        pair = fill_mask_encoders(model.info or {}, getattr(model, "folder", None))
+        if pair is None:
+            continue
+        for source in pair:
+            if source in encoders:
+                continue
+            spec = pinned.get(source, ModelSpec(source))
+            if (
+                source == model.info["base_model"]
+                and not model.info.get("base_model_on_hub", True)
+                and source not in pinned
+            ):
+                encoders[source] = BrokenModel(source, LOCAL_BASE.format(source))
+            else:
+                spec = pinned.get(source, ModelSpec(source))
+                encoders[source] = _load(load_fill_mask, spec, lambda encoder: encoder.fill("What a [MASK] movie!"))
+        fill_mask[model.name] = (encoders[pair[0]], encoders[pair[1]])
+    return Models(classifiers, fill_mask)
+
+
+def _load(loader, spec: ModelSpec, first_call):
+    """The model, already run once by `first_call`: the first call pays for lazy set-up (kernels, allocators,
+    caches), which would otherwise make the first visitor's request the slowest. A failure of either makes it a
+    BrokenModel that reports the error while the other models answer."""
+    try:
+        model = loader(spec)
+    except (CliError, OSError, ValueError) as err:
+        return BrokenModel(spec.name, str(err))
+    if ON_ZERO_GPU:  # each call runs in a fresh GPU worker there: warming this process would not help it
+        return model
+    try:
+        first_call(model)
+    except Exception as err:  # as in compare: this model's failure must not take the others down
+        return BrokenModel(spec.name, f"{type(err).__name__}: {err}", getattr(model, "info", None))
+    return model
+
+
+def on_gpu(duration):
+    """spaces.GPU asking for `duration(*args)` seconds per call; without the `spaces` package, the function itself
+    (spaces.GPU is a no-op too on hardware other than ZeroGPU)."""
+    if spaces is None:
+        return lambda fn: fn
+    return spaces.GPU(duration=duration)
+
+
+def gpu_seconds(num_texts: int, num_models: int) -> int:
+    return math.ceil(GPU_ATTACH_S + GPU_S_PER_TEXT * num_texts * num_models)
 
 
 def check_text(text: str) -> str:
@@ -97,7 +183,6 @@ def check_text(text: str) -> str:
 
 def compare(models: list, text: str) -> list[dict]:
     """Each model's label, scores and latency for one text; a model that fails reports its error instead."""
-    text = check_text(text)
     answers = []
     for model in models:
         if isinstance(model, BrokenModel):
@@ -134,7 +219,7 @@ def leaderboard(models: list) -> list[dict]:
             {
                 "model": model.name,
                 "method": info.get("method", "?"),
-                "base model": info.get("base_model", "?"),
+                "base model": readable_name(info.get("base_model", "?")),
                 "training examples": info.get("num_train_samples"),
                 "accuracy": _rounded(metrics.get("accuracy")),
                 "F1": _rounded(metrics.get("f1", metrics.get("f1_macro"))),
@@ -146,16 +231,24 @@ def leaderboard(models: list) -> list[dict]:
 
 
 def leaderboard_plot(rows: list[dict]):
-    figure, axes = plt.subplots(figsize=(6, 4))
-    for row in rows:
-        if row["F1"] is not None and row["training time (s)"]:
-            axes.scatter(row["training time (s)"], row["F1"], s=60)
-            axes.annotate(f"{row['method']}\n{row['model']}", (row["training time (s)"], row["F1"]), fontsize=7)
+    """F1 against training time, one marker per model, named in a legend under the axes: labels written beside
+    the points would overlap as soon as two models score and train alike."""
+    plotted = [row for row in rows if row["F1"] is not None and row["training time (s)"]]
+    figure, axes = plt.subplots(figsize=(7, 3.8 + 0.2 * len(plotted)), layout="constrained")
+    colors, markers = plt.get_cmap("tab10").colors, "osD^vP*Xph"
+    for i, row in enumerate(plotted):
+        label = f"{row['model']}  ({row['method']})"
+        color, marker = colors[i % len(colors)], markers[i % len(markers)]
+        axes.scatter(row["training time (s)"], row["F1"], s=70, color=color, marker=marker, label=label)
     axes.set_xscale("log")
+    # Plain numbers (20, 30, 100) rather than 2x10^1; the minor ones thin out when the times span decades.
+    axes.xaxis.set_major_formatter(LogFormatter())
+    axes.xaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
     axes.set_xlabel("training time (s, log scale)")
     axes.set_ylabel("F1")
     axes.set_title("F1 against training time")
-    figure.tight_layout()
+    if plotted:
+        figure.legend(loc="outside lower center", fontsize=8, frameon=False)
     return figure
 
 
@@ -183,19 +276,23 @@ def read_batch(path: str) -> tuple[list[str], list[str] | None]:
     return texts, labels
 
 
-def evaluate_batch(models: list, path: str):
-    """Every model's predictions on the file; with labels, accuracy and F1 per model and confusion matrices."""
-    texts, labels = read_batch(path)
-    table = {"text": texts} | ({"label": labels} if labels else {})
+def batch_predictions(models: list, texts: list[str]) -> dict[str, list[str]]:
+    """Each loaded model's labels for the texts, by model name: the inference of a batch, nothing more."""
+    return {
+        model.name: [p.label for p in model.predict(texts)] for model in models if not isinstance(model, BrokenModel)
+    }
+
+
+def evaluate_batch(models: list, texts: list[str], labels: list[str] | None, predicted: dict[str, list[str]]):
+    """The batch tab from predictions already made: a table and its CSV; with labels, accuracy and F1 per model and
+    confusion matrices."""
+    table = {"text": texts} | ({"label": labels} if labels else {}) | predicted
     scores, matrices = [], []
     for model in models:
         if isinstance(model, BrokenModel):
             scores.append({"model": model.name, "error": model.error})
-            continue
-        predictions = [p.label for p in model.predict(texts)]
-        table[model.name] = predictions
-        if labels:
-            metrics = _label_metrics(labels, predictions, model.labels)
+        elif labels:
+            metrics = _label_metrics(labels, predicted[model.name], model.labels)
             scores.append({"model": model.name, "accuracy": metrics["accuracy"], "F1": metrics["f1"]})
             matrices.append((model.name, model.labels, metrics["confusion_matrix"]))
     predictions = pd.DataFrame(table)
@@ -236,26 +333,29 @@ def _confusion_plot(matrices: list):
     return figure
 
 
-def mlm_pairs(models: list) -> dict[str, tuple[str, str]]:
-    """Base and adapted encoder of each MLM-adapted classifier, by the classifier's name."""
-    pairs = {}
-    for model in models:
-        info = model.info or {}
-        adapted = info.get("method_details", {}).get("adapted_encoder")
-        if info.get("method") == "mlm_then_classify" and adapted:
-            pairs[model.name] = (info["base_model"], adapted)
-    return pairs
+def build_demo(models: Models) -> gr.Blocks:
+    """The app's UI and API for already loaded models; nothing is loaded or launched here.
 
+    Only model calls run under on_gpu; checking the input and building tables and plots stay outside, so a
+    ZeroGPU Space holds its GPU for the inference alone.
+    """
+    classifiers, pairs = models.classifiers, models.fill_mask
+    rows = leaderboard(classifiers)
 
-def build_demo(models: list) -> gr.Blocks:
-    """The app's UI and API for already loaded models; nothing is loaded or launched here."""
-    rows = leaderboard(models)
-    pairs = mlm_pairs(models)
-    fill_mask_pipelines = {}
+    @on_gpu(duration=lambda text: gpu_seconds(1, len(classifiers)))
+    def compare_on_gpu(text: str) -> list[dict]:
+        return compare(classifiers, text)
 
-    @on_gpu
+    @on_gpu(duration=lambda texts: gpu_seconds(len(texts), len(classifiers)))
+    def predict_batch(texts: list[str]) -> dict[str, list[str]]:
+        return batch_predictions(classifiers, texts)
+
+    @on_gpu(duration=lambda classifier, text: gpu_seconds(1, 2))
+    def fill_on_gpu(classifier: str, text: str) -> list[list[tuple[str, float]]]:
+        return [encoder.fill(text) for encoder in pairs[classifier]]
+
     def compare_for_api(text: str) -> list[dict]:
-        return compare(models, text)
+        return compare_on_gpu(check_text(text))
 
     def compare_for_ui(text: str):
         answers = compare_for_api(text)
@@ -267,31 +367,26 @@ def build_demo(models: list) -> gr.Blocks:
                 outputs += [answer["scores"], f"{answer['latency_ms']:.0f} ms"]
         return outputs
 
-    @on_gpu
     def batch_for_api(path: str):
         if path is None:
             raise gr.Error("Upload a CSV file first.")
-        return evaluate_batch(models, path)
+        texts, labels = read_batch(path)
+        return evaluate_batch(classifiers, texts, labels, predict_batch(texts))
 
     def leaderboard_for_api() -> list[dict]:
         return rows
 
     def fill_mask(classifier: str, text: str):
         text = check_text(text)
-        if "[MASK]" not in text:
-            raise gr.Error("Put [MASK] where a word is missing.")
-        tables = []
-        for encoder in pairs[classifier]:
-            if encoder not in fill_mask_pipelines:
-                from transformers import pipeline
-
-                fill_mask_pipelines[encoder] = pipeline(
-                    "fill-mask", model=encoder, model_kwargs={"use_safetensors": True}, trust_remote_code=False
-                )
-            fill = fill_mask_pipelines[encoder]
-            candidates = fill(text.replace("[MASK]", fill.tokenizer.mask_token, 1))
-            tables.append(pd.DataFrame([{"token": c["token_str"], "score": round(c["score"], 4)} for c in candidates]))
-        return tables
+        if text.count("[MASK]") != 1:
+            raise gr.Error("Put [MASK], once, where a word is missing.")
+        broken = [encoder for encoder in pairs[classifier] if isinstance(encoder, BrokenModel)]
+        if broken:
+            raise gr.Error(f"{broken[0].name} could not load: {broken[0].error[:300]}")
+        return [
+            pd.DataFrame([{"token": token, "score": round(score, 4)} for token, score in candidates])
+            for candidates in fill_on_gpu(classifier, text)
+        ]
 
     with gr.Blocks(title="Compare text classifiers") as demo:
         gr.Markdown("# Compare text classifiers\nThe same text through every model: label, confidence and latency.")
@@ -301,17 +396,17 @@ def build_demo(models: list) -> gr.Blocks:
             agree = gr.Markdown(elem_id="agreement")
             panels = []
             with gr.Row(equal_height=True):
-                for i, model in enumerate(models):
+                for i, model in enumerate(classifiers):
                     with gr.Column(min_width=220):
                         gr.Markdown(f"**{html.escape(model.name)}**")
                         panels.append(gr.Label(label="confidence", num_top_classes=5, elem_id=f"label-{i}"))
                         panels.append(gr.Markdown(elem_id=f"latency-{i}"))
             gr.Examples(EXAMPLES, inputs=text)
-            run.click(compare_for_ui, text, [agree, *panels], api_visibility="private")
-            text.submit(compare_for_ui, text, [agree, *panels], api_visibility="private")
+            run.click(compare_for_ui, text, [agree, *panels], api_visibility="private", **INFERENCE)
+            text.submit(compare_for_ui, text, [agree, *panels], api_visibility="private", **INFERENCE)
         with gr.Tab("Leaderboard"):
             gr.Dataframe(pd.DataFrame(rows), interactive=False)
-            gr.Plot(leaderboard_plot(rows))
+            gr.Plot(leaderboard_plot(rows), elem_id="leaderboard-plot")
         with gr.Tab("Batch"):
             gr.Markdown(
                 f"A CSV with a `text` column and optionally `label`, at most {MAX_BATCH_ROWS} rows and {MAX_UPLOAD}."
@@ -322,7 +417,9 @@ def build_demo(models: list) -> gr.Blocks:
             download = gr.File(label="download predictions")
             scores = gr.Dataframe(label="accuracy and F1 per model", interactive=False)
             confusion = gr.Plot(label="confusion matrices")
-            evaluate.click(batch_for_api, upload, [predictions, download, scores, confusion], api_name="batch")
+            evaluate.click(
+                batch_for_api, upload, [predictions, download, scores, confusion], api_name="batch", **INFERENCE
+            )
         if pairs:
             with gr.Tab("Fill-mask"):
                 gr.Markdown("The base encoder and the domain-adapted one on the same masked sentence.")
@@ -331,8 +428,10 @@ def build_demo(models: list) -> gr.Blocks:
                 go = gr.Button("Fill the mask")
                 with gr.Row():
                     base_table, adapted_table = gr.Dataframe(label="base"), gr.Dataframe(label="adapted")
-                go.click(fill_mask, [classifier, masked], [base_table, adapted_table], api_name="fill_mask")
-        gr.api(compare_for_api, api_name="compare")
+                go.click(
+                    fill_mask, [classifier, masked], [base_table, adapted_table], api_name="fill_mask", **INFERENCE
+                )
+        gr.api(compare_for_api, api_name="compare", **INFERENCE)
         gr.api(leaderboard_for_api, api_name="leaderboard")
     return demo
 
@@ -342,10 +441,15 @@ def _rounded(value, digits: int = 4):
 
 
 def launch(demo: gr.Blocks, **kwargs):
-    """Queue with a concurrency limit and a bounded size; uploads over MAX_UPLOAD are refused by the server."""
-    demo.queue(default_concurrency_limit=CONCURRENCY, max_size=MAX_QUEUE)
+    """Queue with a bounded size; uploads over MAX_UPLOAD are refused by the server."""
+    demo.queue(max_size=MAX_QUEUE)
     return demo.launch(max_file_size=MAX_UPLOAD, **kwargs)
 
 
 if __name__ == "__main__":
-    launch(build_demo(load_models(read_model_specs(os.environ.get("MODEL_IDS")))))
+    model_ids = os.environ.get("MODEL_IDS")
+    if model_ids:  # ENCODER_IDS: where the fill-mask encoders of the MODEL_IDS are, when they are local folders
+        encoder_pins = read_model_specs(os.environ.get("ENCODER_IDS")) if os.environ.get("ENCODER_IDS") else []
+    else:
+        encoder_pins = read_encoder_specs()  # the pins in models.yaml go with its models
+    launch(build_demo(load_models(read_model_specs(model_ids), encoder_pins)))

@@ -107,12 +107,13 @@ def trained(tmp_path_factory, tiny_bert, tiny_sentence_transformer, reviews) -> 
 
 
 @pytest.fixture(scope="session")
-def served(trained, tmp_path_factory):
-    """The app on 127.0.0.1 with the three models and one that cannot load."""
+def served(trained, tiny_bert, tmp_path_factory):
+    """The app on 127.0.0.1 with the three models and one that cannot load; the MLM model's base encoder is the
+    local tiny_bert, named as ENCODER_IDS would."""
     app = load_module("space/app.py")
     specs = [ModelSpec(trained["full"]), ModelSpec(trained["setfit"]), ModelSpec(trained["mlm"])]
     specs.append(ModelSpec(str(tmp_path_factory.mktemp("empty"))))  # a folder with no model in it
-    demo = app.build_demo(app.load_models(specs))
+    demo = app.build_demo(app.load_models(specs, [ModelSpec(tiny_bert)]))
     port = free_port()
     app.launch(demo, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     yield Client(f"http://127.0.0.1:{port}/", verbose=False), specs

@@ -4,9 +4,11 @@ import os
 import shutil
 
 import pytest
+from huggingface_hub import HfApi, constants
 
+from conftest import TOKEN, USER
 from shared.errors import InputError
-from shared.inference import ModelSpec, load_predictor
+from shared.inference import ModelSpec, load_fill_mask, load_predictor
 
 TEXTS = ["great fun film", "dull boring plot", "a superb charming cast"]
 
@@ -44,3 +46,20 @@ def test_bad_sources_are_one_clear_error(source):
 def test_a_folder_without_a_model(tmp_path):
     with pytest.raises(InputError, match="holds no model"):
         load_predictor(ModelSpec(str(tmp_path)))
+
+
+def test_a_fill_mask_encoder_loads_by_repo_id_from_safe_files_into_the_hub_cache(hub, tiny_bert):
+    api = HfApi(endpoint=hub.url, token=TOKEN)
+    api.create_repo(f"{USER}/bert")
+    api.upload_folder(repo_id=f"{USER}/bert", folder_path=tiny_bert)
+    api.upload_file(path_or_fileobj=b"not a checkpoint", path_in_repo="pytorch_model.bin", repo_id=f"{USER}/bert")
+
+    encoder = load_fill_mask(ModelSpec(f"{USER}/bert"))
+    candidates = encoder.fill("the movie was [MASK]")
+
+    assert encoder.name == f"{USER}/bert" and len(candidates) == 5
+    assert all(token and 0 <= score <= 1 for token, score in candidates)
+    downloads = [path for method, path in hub.state.requests if method == "GET" and "/resolve/" in path]
+    fetched = {path.rsplit("/", 1)[1] for path in downloads}
+    assert "model.safetensors" in fetched and "pytorch_model.bin" not in fetched
+    assert encoder.folder.startswith(constants.HF_HUB_CACHE)  # the one cache that the classifiers use too

@@ -1,18 +1,24 @@
 """space/app.py through its API, as gradio_client sees it, with tiny models trained by three of the methods."""
 
+import contextlib
 import csv
+import itertools
 import os
+import subprocess
 import sys
+import threading
 import time
+import types
 
 import httpx
+import numpy as np
 import pytest
-import yaml
 from gradio_client import Client, handle_file
 from huggingface_hub import HfApi
 
-from conftest import ROOT, TOKEN, USER, free_port, load_module, run_script
+from conftest import ROOT, TOKEN, USER, free_port, load_module
 from shared.inference import ModelSpec
+from space_harness import wait_for_client
 
 app = load_module("space/app.py")
 
@@ -101,10 +107,17 @@ def test_limits_are_enforced_over_the_api(served, tmp_path):
 
 def test_fill_mask_compares_base_and_adapted_encoders(served, trained):
     client, _ = served
-    base, adapted = client.predict(trained["mlm"], "the movie was [MASK]", api_name="/fill_mask")
+    base, adapted = client.predict("mlm", "the movie was [MASK]", api_name="/fill_mask")  # by its folder name
     assert len(base["data"]) == 5 and len(adapted["data"]) == 5
     assert all(row[0] for row in base["data"] + adapted["data"])  # every candidate is a token
     assert base["data"] != adapted["data"]  # the adapted encoder answers differently from its base
+
+
+def test_a_local_base_encoder_not_named_in_encoder_ids_is_reported_not_guessed(trained):
+    models = app.load_models([ModelSpec(trained["mlm"])])
+    base, adapted = models.fill_mask["mlm"]
+    assert "ENCODER_IDS" in base.error and "bert" in base.error  # results.json names it by its folder name only
+    assert adapted.folder == os.path.join(trained["mlm"], "mlm")  # the adapted encoder beside the model
 
 
 def test_models_yaml_and_model_ids_with_revisions(tmp_path):
@@ -133,9 +146,12 @@ def test_app_pulls_models_by_repo_id_from_the_hub(hub, trained, tmp_path):
     )
     env = {**hub.env, "MODEL_IDS": f"{USER}/full,{USER}/setfit", "GRADIO_SERVER_PORT": str(port),
            "GRADIO_SERVER_NAME": "127.0.0.1", "HF_HOME": str(tmp_path / "space_cache")}  # fmt: skip
-    process = run_script([sys.executable, "-c", script], env=env, background=True)
+    log = tmp_path / "app.log"
+    with open(log, "w") as output:
+        process = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, env={**os.environ, **env}, stdout=output,
+                                   stderr=subprocess.STDOUT)  # fmt: skip
     try:
-        client = wait_for_client(f"http://127.0.0.1:{port}/", process)
+        client = wait_for_client(f"http://127.0.0.1:{port}/", process, str(log))
         answers = client.predict("great fun film", api_name="/compare")
         assert [a["model"] for a in answers] == [f"{USER}/full", f"{USER}/setfit"]
         assert all(a["label"] in {"negative", "positive"} for a in answers)
@@ -145,45 +161,6 @@ def test_app_pulls_models_by_repo_id_from_the_hub(hub, trained, tmp_path):
     fetched = [path for method, path in hub.state.requests if method == "GET" and "/resolve/" in path]
     assert any(path.endswith("/model_head.safetensors") for path in fetched)
     assert not any(path.endswith("/model_head.pkl") for path in fetched)
-
-
-def wait_for_client(url: str, process, timeout_s: float = 80) -> Client:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            process.log.seek(0)
-            raise AssertionError(f"the app exited: {process.log.read()[-3000:]}")
-        try:
-            return Client(url, verbose=False)
-        except Exception:
-            time.sleep(1)
-    raise AssertionError("the app did not start in time")
-
-
-def test_deploy_uploads_a_gradio_space_with_the_app_and_shared(hub, tmp_path):
-    result = run_script(
-        [sys.executable, "space/deploy.py", "--space_id", f"{USER}/compare", "--models", f"{USER}/full,{USER}/fit@v2"],
-        env=hub.env,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-
-    space = hub.state.repo(f"{USER}/compare", "space")
-    assert space.sdk == "gradio" and len(space.commits) == 1
-    files = space.commits[0].files
-    assert {"app.py", "requirements.txt", "README.md", "models.yaml", "shared/inference.py"} <= set(files)
-    assert not [path for path in files if "__pycache__" in path]
-    card = files["README.md"].decode()
-    assert "sdk: gradio" in card and "app_file: app.py" in card and f"- {USER}/fit" in card
-    models = yaml.safe_load(files["models.yaml"])["models"]
-    assert models == [{"id": f"{USER}/full"}, {"id": f"{USER}/fit", "revision": "v2"}]
-    assert TOKEN not in result.stdout + result.stderr
-
-
-def test_deploy_refuses_local_folders(hub, trained):
-    result = run_script([sys.executable, "space/deploy.py", "--space_id", f"{USER}/x", "--models", trained["full"]],
-                        env=hub.env)  # fmt: skip
-    assert result.returncode == 2 and "a Space cannot read folders on this machine" in result.stderr
-    assert hub.state.repo(f"{USER}/x", "space") is None
 
 
 def test_a_model_that_fails_to_predict_reports_its_error_and_the_others_answer(trained):
@@ -202,3 +179,196 @@ def test_a_model_that_fails_to_predict_reports_its_error_and_the_others_answer(t
     assert answers[0] == {"model": "failing", "error": "RuntimeError: CUDA out of memory <b>here</b>"}
     assert answers[1]["label"] in {"negative", "positive"}
     assert app.agreement(answers) == "1 model answered."
+
+
+def test_models_are_named_by_repo_id_or_folder_name_never_by_a_path(served):
+    client, _ = served
+    answers = client.predict("great fun film", api_name="/compare")
+    assert [a["model"] for a in answers] == ["full", "setfit", "mlm", os.path.basename(served[1][3].source)]
+    rows = client.predict(api_name="/leaderboard")
+    assert [row["base model"] for row in rows] == ["bert", "tiny-st", "bert", "?"]  # trained from local folders
+    # A branch or tag says which version is served; the commit sha a deployed Space pins each model to is noise.
+    assert ModelSpec("org/a", "v2").name == "org/a@v2" and ModelSpec("org/a", "0" * 40).name == "org/a"
+
+
+def test_the_leaderboard_chart_names_8_models_in_labels_that_do_not_overlap():
+    methods = ["full_finetune", "freeze_layers", "setfit_fewshot", "mlm_then_classify"]
+    rows = [  # two models of each method, scoring and training alike, as in the README's table
+        {"model": f"you/minilm-{method}-{seed}", "method": method, "F1": f1, "training time (s)": seconds}
+        for (method, f1, seconds), seed in itertools.product(
+            zip(methods, [0.96, 0.946, 0.914, 0.955], [33.7, 17.6, 43.2, 103.0], strict=True), (1, 2)
+        )
+    ]
+    for i, row in enumerate(rows):
+        row["F1"] += 0.002 * i
+        row["training time (s)"] *= 1 + 0.03 * i
+    figure = app.leaderboard_plot(rows)
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    labels = [(text.get_text(), text.get_window_extent(renderer)) for text in drawn_texts(figure)]
+
+    assert all(row["model"] in " ".join(text for text, _ in labels) for row in rows)
+    assert [(a, b) for (a, box_a), (b, box_b) in itertools.combinations(labels, 2) if box_a.overlaps(box_b)] == []
+    page = figure.bbox
+    assert [text for text, box in labels if not (page.x0 <= box.x0 and box.x1 <= page.x1 and page.y0 <= box.y0)] == []
+
+
+def drawn_texts(figure) -> list:
+    """Every text a reader sees on the figure: titles, axis and tick labels in view, annotations, legends."""
+    texts = [text for legend in figure.legends for text in legend.get_texts()]
+    for axes in figure.axes:
+        texts += [axes.title, axes.xaxis.label, axes.yaxis.label, *axes.texts]
+        for axis in (axes.xaxis, axes.yaxis):
+            low, high = sorted(axis.get_view_interval())
+            ticks = axis.get_major_ticks() + axis.get_minor_ticks()
+            texts += [tick.label1 for tick in ticks if low <= tick.get_loc() <= high]
+    return [text for text in texts if text.get_visible() and text.get_text().strip()]
+
+
+@contextlib.contextmanager
+def running(module, models):
+    """The app of `module` serving `models` on 127.0.0.1, and a client of it."""
+    demo = module.build_demo(models)
+    port = free_port()
+    module.launch(demo, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        yield Client(f"http://127.0.0.1:{port}/", verbose=False)
+    finally:
+        demo.close()
+
+
+class ModelCalls:
+    """Counts the model calls running at once; each call is slowed down so that the calls of requests served at
+    the same time overlap."""
+
+    def __init__(self, seconds: float):
+        self.seconds, self.running, self.most = seconds, 0, 0
+        self.lock = threading.Lock()
+
+    def wrap(self, call):
+        def counted(*args):
+            with self.lock:
+                self.running += 1
+                self.most = max(self.most, self.running)
+            try:
+                time.sleep(self.seconds)
+                return call(*args)
+            finally:
+                with self.lock:
+                    self.running -= 1
+
+        return counted
+
+
+def test_compare_batch_and_fill_mask_share_one_limit_of_two_model_calls(trained, tmp_path):
+    models = app.load_models([ModelSpec(trained[name]) for name in ("full", "setfit", "mlm")])
+    calls = ModelCalls(seconds=0.2)
+    for model in models.classifiers:
+        model._probabilities = calls.wrap(model._probabilities)
+    for base, adapted in models.fill_mask.values():
+        base._fill, adapted._fill = calls.wrap(base._fill), calls.wrap(adapted._fill)
+    batch = write_csv(tmp_path / "batch.csv", [{"text": "great fun film"}, {"text": "dull boring plot"}])
+
+    with running(app, models) as client:
+        jobs = [client.submit("great fun film", api_name="/compare") for _ in range(3)]
+        jobs += [client.submit(handle_file(batch), api_name="/batch") for _ in range(3)]
+        jobs += [client.submit("mlm", "the movie was [MASK]", api_name="/fill_mask") for _ in range(3)]
+        for job in jobs:
+            job.result(timeout=120)
+
+    assert calls.most == 2  # requests ran side by side, but never more than two of them at once
+
+
+def paying_once_for_set_up(load, seconds: float):
+    """`load`, with models whose first call takes `seconds` longer: real models pay that once for lazy set-up
+    (CUDA context, kernels, allocator pools), which tiny models on a CPU hardly show."""
+
+    def loader(spec):
+        model = load(spec)
+        probabilities, paid = model._probabilities, []
+
+        def first_call_pays(texts):
+            if not paid:
+                paid.append(time.sleep(seconds))
+            return probabilities(texts)
+
+        model._probabilities = first_call_pays
+        return model
+
+    return loader
+
+
+def test_the_first_compare_is_no_slower_than_the_p95_of_the_following(trained, monkeypatch):
+    monkeypatch.setattr(app, "load_predictor", paying_once_for_set_up(app.load_predictor, seconds=0.5))
+    for _ in range(2):  # by chance alone, 1 call in 41 may exceed the p95 of the others: a fresh app tries again
+        models = app.load_models([ModelSpec(trained[name]) for name in ("full", "setfit", "mlm")])
+        times = []
+        with running(app, models) as client:
+            for _ in range(41):
+                start = time.perf_counter()
+                client.predict("great fun film", api_name="/compare")
+                times.append(time.perf_counter() - start)
+        first, p95 = times[0], float(np.percentile(times[1:], 95))
+        if first <= p95:
+            return
+    pytest.fail(f"the first compare took {first:.3f} s, the p95 of the following ones {p95:.3f} s")
+
+
+def zero_gpu_spaces(calls: list) -> types.ModuleType:
+    """A stand-in for the `spaces` package on ZeroGPU hardware: spaces.GPU runs the function here, and records the
+    GPU time each call asks for and the arguments it hands over."""
+
+    def gpu(duration):
+        def decorate(function):
+            def on_gpu(*args):
+                calls.append({"function": function.__name__, "seconds": duration(*args), "args": args})
+                return function(*args)
+
+            return on_gpu
+
+        return decorate
+
+    config = types.SimpleNamespace(Config=types.SimpleNamespace(zero_gpu=True))
+    return types.SimpleNamespace(GPU=gpu, config=config)
+
+
+def test_on_zero_gpu_each_call_asks_for_the_gpu_time_its_work_needs(trained, tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setitem(sys.modules, "spaces", zero_gpu_spaces(calls))
+    zero_gpu_app = load_module("space/app.py")
+    models = zero_gpu_app.load_models([ModelSpec(trained[name]) for name in ("full", "setfit", "mlm")])
+    texts = [f"review {i}: great fun film" for i in range(app.MAX_BATCH_ROWS)]
+    batch = write_csv(tmp_path / "batch.csv", [{"text": text} for text in texts])
+
+    with running(zero_gpu_app, models) as client:
+        client.predict("great fun film", api_name="/compare")
+        client.predict(handle_file(batch), api_name="/batch")
+        client.predict("mlm", "the movie was [MASK]", api_name="/fill_mask")
+
+    compare, predict_batch, fill_mask = calls
+    assert compare["args"] == ("great fun film",) and compare["seconds"] < 60
+    # A full batch over three models needs more than ZeroGPU's default 60 s; the CSV is read before the GPU is
+    # taken, and only the texts go to it.
+    assert predict_batch["args"] == (texts,) and predict_batch["seconds"] > 60
+    assert fill_mask["args"] == ("mlm", "the movie was [MASK]") and fill_mask["seconds"] < 60
+
+
+def test_spaces_is_imported_before_torch(tmp_path):
+    """ZeroGPU refuses to start once CUDA is initialised: `spaces` must come before anything that loads torch. Like
+    the real package, the stand-in refuses to be imported by gradio itself (gradio tries, to detect ZeroGPU)."""
+    stub = tmp_path / "stub" / "spaces"
+    stub.mkdir(parents=True)
+    (stub / "__init__.py").write_text(
+        "import sys, types\n"
+        "if 'gradio' in sys.modules and not hasattr(sys.modules['gradio'], 'Blocks'):\n"
+        "    raise ImportError('gradio imports spaces only once it is complete')\n"
+        "if 'torch' in sys.modules:\n"
+        "    raise RuntimeError('torch was imported before spaces')\n"
+        "GPU = lambda duration: (lambda function: function)\n"
+        "config = types.SimpleNamespace(Config=types.SimpleNamespace(zero_gpu=False))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(stub.parent), ROOT])}
+    command = [sys.executable, "-c", "import app; print(app.spaces.__file__)"]
+    result = subprocess.run(command, cwd=os.path.join(ROOT, "space"), env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == str(stub / "__init__.py")
