@@ -33,6 +33,13 @@ class ModelArguments:
     model_revision: str = field(
         default="main", metadata={"help": "Branch, tag or commit of --model_name_or_path on the Hub."}
     )
+    # What the published model's card says of its terms and languages; the card leaves out what is not given.
+    license: str | None = field(
+        default=None, metadata={"help": "License of the trained model, a Hub license id such as apache-2.0."}
+    )
+    language: list[str] | None = field(
+        default=None, metadata={"help": "Languages the trained model handles, as codes: en, or en fr ..."}
+    )
 
 
 @dataclass
@@ -42,6 +49,9 @@ class DataArguments:
         metadata={"help": "Hub dataset id. The default, when no --train_file is given either, is rotten_tomatoes."},
     )
     dataset_config_name: str | None = field(default=None, metadata={"help": "Configuration of --dataset_name."})
+    dataset_revision: str | None = field(
+        default=None, metadata={"help": "Branch, tag or commit of --dataset_name (unset: main); the card records it."}
+    )
     train_file: str | None = field(
         default=None, metadata={"help": "Local training data: csv, json, jsonl or parquet."}
     )

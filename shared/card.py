@@ -1,20 +1,71 @@
 """The model card (README.md): Hub metadata with a model-index, then what a reader needs to trust and use it."""
 
 import os
+from dataclasses import dataclass, field
 
+from datasets import Dataset
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from shared.args import DataArguments, ModelArguments
 
 CARD_FILE = "README.md"
 METRIC_NAMES = {"accuracy": "Accuracy", "f1_macro": "F1 (macro)", "f1": "F1 (binary)"}
+WIDGET_LABELS = 5  # the widget offers a text of each label, of this many labels at most
+
+
+@dataclass
+class CardDetails:
+    """What a card says beyond results.json: what the flags say of the published model and of a Hub dataset, and
+    what a method adds."""
+
+    license: str | None = None  # None: the card has no such key, rather than a guess
+    language: list[str] | None = None
+    dataset_on_hub: bool = False
+    dataset_config: str | None = None
+    dataset_revision: str | None = None  # as asked for; None: main on the day it was loaded
+    widget_texts: list[str] = field(default_factory=list)
+    # The Hub repo the model was trained from when that is not results' base model: an encoder that an earlier
+    # phase adapted and published.
+    parent_model: str | None = None
+    library_sections: str | None = None  # sections of a library's own card (SetFit's) that ours keeps
+
+
+def card_details(model_args: ModelArguments, data_args: DataArguments, **method_details) -> CardDetails:
+    """A run's CardDetails from its flags. A dataset's configuration and revision only when it came from the Hub:
+    there they say what was loaded; local files ignore them."""
+    on_hub = data_args.train_file is None
+    return CardDetails(
+        license=model_args.license,
+        language=model_args.language,
+        dataset_on_hub=on_hub,
+        dataset_config=data_args.dataset_config_name if on_hub else None,
+        dataset_revision=data_args.dataset_revision if on_hub else None,
+        **method_details,
+    )
+
+
+def widget_texts(split: Dataset) -> list[str]:
+    """The first text of each label in `split`: the Hub's widget then tries the model on every class, with the
+    same texts on every run."""
+    first = {}
+    for text, label in zip(split["text"], split["label"], strict=True):
+        first.setdefault(label, text)
+    return [first[label] for label in sorted(first)][:WIDGET_LABELS]
 
 
 def write_model_card(
-    output_dir: str, results: dict, *, repo_id: str, method_summary: str, library_name: str = "transformers"
+    output_dir: str,
+    results: dict,
+    *,
+    repo_id: str,
+    method_summary: str,
+    details: CardDetails,
+    library_name: str = "transformers",
 ) -> str:
-    """Write README.md from a run's results.json contents. `repo_id` is where the model is (or will be) found:
-    a Hub repo id or, for a local-only run, the output folder."""
+    """Write README.md from a run's results.json contents and its CardDetails. `repo_id` is where the model is (or
+    will be) found: a Hub repo id or, for a local-only run, the output folder's name."""
     card = ModelCard.from_template(
-        _card_data(results, repo_id, library_name),
+        _card_data(results, repo_id, library_name, details),
         template_str=_TEMPLATE,
         title=repo_id.rstrip("/").split("/")[-1],
         eval_split=results["eval_split"],
@@ -23,6 +74,7 @@ def write_model_card(
         per_class_table=_per_class_table(results["metrics"]),
         usage=_usage(repo_id, library_name),
         training=_training(results),
+        library_sections=details.library_sections,
         cost=_cost(results),
     )
     path = os.path.join(output_dir, CARD_FILE)
@@ -30,14 +82,16 @@ def write_model_card(
     return path
 
 
-def _card_data(results: dict, repo_id: str, library_name: str) -> ModelCardData:
-    on_hub = results["dataset"] if _is_hub_id(results["dataset"]) else None
+def _card_data(results: dict, repo_id: str, library_name: str, details: CardDetails) -> ModelCardData:
+    on_hub = results["dataset"] if details.dataset_on_hub else None
     eval_results = [
         EvalResult(
             task_type="text-classification",
             task_name="Text Classification",
             dataset_type=on_hub or "local",
             dataset_name=results["dataset"],
+            dataset_config=details.dataset_config,
+            dataset_revision=details.dataset_revision,
             dataset_split=results["eval_split"],
             metric_type=metric if metric != "f1_macro" else "f1",
             metric_name=METRIC_NAMES[metric],
@@ -49,18 +103,17 @@ def _card_data(results: dict, repo_id: str, library_name: str) -> ModelCardData:
     ]
     return ModelCardData(
         model_name=repo_id.rstrip("/").split("/")[-1],
-        base_model=results["base_model"] if results["base_model_on_hub"] else None,
+        # Metadata names Hub repos only; a local base is named in the text, by its folder's name.
+        base_model=details.parent_model or (results["base_model"] if results["base_model_on_hub"] else None),
         datasets=[on_hub] if on_hub else None,
+        language=details.language,
+        license=details.license,
         library_name=library_name,
         pipeline_tag="text-classification",
         tags=["text-classification", results["method"].replace("_", "-")],
+        widget=[{"text": text} for text in details.widget_texts] or None,
         eval_results=eval_results,
     )
-
-
-def _is_hub_id(name: str) -> bool:
-    """A Hub id, as opposed to a local path or a list of local files."""
-    return not (os.path.isabs(name) or name.startswith(".") or os.path.exists(name) or "," in name)
 
 
 def _summary(results: dict, method_summary: str) -> str:
@@ -142,7 +195,9 @@ _TEMPLATE = """---
 ## Training
 
 {{ training }}
-
+{% if library_sections %}
+{{ library_sections }}
+{% endif %}
 ## Training cost
 
 {{ cost }}
@@ -162,11 +217,14 @@ def write_encoder_card(
     perplexity_before: float,
     perplexity_after: float,
     hyperparameters: dict,
+    details: CardDetails,
 ) -> str:
     """README.md for an encoder adapted by continued masked-LM pretraining: a fill-mask model."""
     data = ModelCardData(
         base_model=base_model if base_model_on_hub else None,
-        datasets=[dataset] if _is_hub_id(dataset) else None,
+        datasets=[dataset] if details.dataset_on_hub else None,
+        language=details.language,
+        license=details.license,
         library_name="transformers",
         pipeline_tag="fill-mask",
         tags=["fill-mask", "domain-adaptation"],

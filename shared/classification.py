@@ -22,6 +22,7 @@ from transformers import (
 )
 
 from shared.args import DataArguments, ModelArguments
+from shared.card import card_details, widget_texts
 from shared.data import dataset_source, eval_split_name, label_names
 from shared.hub import PUSH_IGNORE, HubTarget, load_pretrained
 from shared.metrics import classification_metrics, trainer_compute_metrics
@@ -42,6 +43,7 @@ class Method:
     details: dict = field(default_factory=dict)  # more for results.json's method_details
     hyperparameters: dict = field(default_factory=dict)  # the method's own flags, for the card
     base_model: str | None = None  # what the card names as the base, when training starts from another encoder
+    parent_model: str | None = None  # that other encoder's Hub repo, when it has one: the card's base_model metadata
     # A phase that ran before this one (masked-LM adaptation) is part of the method's cost.
     earlier_runtime_s: float = 0.0
     earlier_samples: float = 0.0
@@ -104,7 +106,17 @@ def train_classifier(
     save_final_model(trainer, training_args.output_dir)
     if trainer.is_world_process_zero():
         ignore = [*PUSH_IGNORE, *method.publish_ignore]
-        publish(training_args.output_dir, results, target, method_summary=method.summary, ignore_patterns=ignore)
+        card = card_details(
+            model_args, data_args, widget_texts=widget_texts(splits[eval_split]), parent_model=method.parent_model
+        )
+        publish(
+            training_args.output_dir,
+            results,
+            target,
+            method_summary=method.summary,
+            details=card,
+            ignore_patterns=ignore,
+        )
     return results
 
 

@@ -76,7 +76,7 @@ def sample_per_label(train: datasets.Dataset, k: int, seed: int) -> datasets.Dat
 def _load_raw(args: DataArguments) -> DatasetDict:
     if args.train_file is None:
         try:
-            raw = datasets.load_dataset(args.dataset_name, args.dataset_config_name)
+            raw = datasets.load_dataset(args.dataset_name, args.dataset_config_name, revision=args.dataset_revision)
         except Exception as err:  # datasets raises many types here; all mean "cannot get this dataset"
             raise InputError(f"could not load --dataset_name {args.dataset_name!r}: {err}") from err
     else:

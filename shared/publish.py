@@ -2,9 +2,9 @@
 
 import logging
 
-from shared.card import write_model_card
+from shared.card import CardDetails, write_model_card
 from shared.hub import PUSH_IGNORE, HubTarget, push_folder
-from shared.results import write_results
+from shared.results import model_reference, write_results
 
 logger = logging.getLogger(__name__)
 
@@ -15,6 +15,7 @@ def publish(
     target: HubTarget | None,
     *,
     method_summary: str,
+    details: CardDetails,
     library_name: str = "transformers",
     ignore_patterns: list[str] = PUSH_IGNORE,
 ) -> str:
@@ -24,7 +25,15 @@ def publish(
     """
     location = target.repo_id if target else output_dir
     write_results(output_dir, results)
-    write_model_card(output_dir, results, repo_id=location, method_summary=method_summary, library_name=library_name)
+    # A local run's card names its folder by name: a path of this machine means nothing where the card is read.
+    write_model_card(
+        output_dir,
+        results,
+        repo_id=target.repo_id if target else model_reference(output_dir)[0],
+        method_summary=method_summary,
+        details=details,
+        library_name=library_name,
+    )
     if target:
         message = f"{results['method']}: {results['base_model']} on {results['dataset']}"
         push_folder(output_dir, target, commit_message=message, ignore_patterns=ignore_patterns)

@@ -5,6 +5,7 @@ import socket
 import subprocess
 import sys
 
+import datasets
 import pytest
 from gradio_client import Client
 from huggingface_hub import constants
@@ -121,11 +122,11 @@ def served(trained, tiny_bert, tmp_path_factory):
 
 
 @pytest.fixture
-def hub(monkeypatch):
+def hub(monkeypatch, tmp_path):
     """A Hub-compatible server on 127.0.0.1 that knows TOKEN as USER (a member of ORG).
 
-    The environment points huggingface_hub's real client at it, for this process (constants are read at
-    import, so they are set too) and for the subprocesses the tests start.
+    The environment points huggingface_hub's real client (and datasets) at it, for this process (constants are
+    read at import, so they are set too) and for the subprocesses the tests start.
     """
     with HubServer(tokens={TOKEN: USER}, orgs={USER: [ORG]}) as server:
         env = {"HF_ENDPOINT": server.url, "HF_TOKEN": TOKEN, "HF_HUB_DISABLE_XET": "1"}
@@ -136,6 +137,10 @@ def hub(monkeypatch):
             constants, "HUGGINGFACE_CO_URL_TEMPLATE", server.url + "/{repo_id}/resolve/{revision}/{filename}"
         )
         monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
+        # datasets reads its endpoint at import too; its cache follows, so a dataset of one test's server (same
+        # repo, same commit id) is never another's.
+        monkeypatch.setattr(datasets.config, "HF_ENDPOINT", server.url)
+        monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "datasets")
         server.env = env
         yield server
 

@@ -220,16 +220,17 @@ class HubHandler(BaseHTTPRequestHandler):
         self._send(200, {"url": url, "name": repo_id})
 
     def validate_yaml(self):
-        """The Hub checks a README's metadata block before a commit that adds one; so do we, with YAML's parser."""
+        """The Hub checks a README's metadata block before a commit that adds one; so do we: YAML's parser, then
+        what the Hub requires of the keys our cards write."""
         content = json.loads(self.body)["content"]
         match = re.match(r"^---\n(.*?)\n---\n", content, re.S)
         try:
             metadata = yaml.safe_load(match.group(1)) if match else {}
         except yaml.YAMLError as err:
             return self._send(400, {"errors": [{"message": f"invalid YAML: {err}"}]})
-        entries = (metadata or {}).get("model-index", [])
-        if any("name" not in entry or "results" not in entry for entry in entries):
-            return self._send(400, {"errors": [{"message": "model-index entries need a name and results"}]})
+        problems = _metadata_problems(metadata or {})
+        if problems:
+            return self._send(400, {"errors": [{"message": problem} for problem in problems]})
         self._send(200, {"warnings": []})
 
     def repo_info(self, kind: str, repo_id: str, revision: str = "main"):
@@ -271,7 +272,7 @@ class HubHandler(BaseHTTPRequestHandler):
         self._send(200, {"files": modes})
 
     def lfs_batch(self, prefix: str, repo_id: str):
-        kind = prefix.rstrip("/") + "s" if prefix else "models"
+        kind = prefix.rstrip("/") or "models"
         if self._writable(REPO_TYPES[kind], repo_id) is None:
             return
         objects = []
@@ -335,7 +336,7 @@ class HubHandler(BaseHTTPRequestHandler):
         self._send(200, entries)
 
     def resolve(self, prefix: str, repo_id: str, revision: str, path: str):
-        kind = prefix.rstrip("/") + "s" if prefix else "models"
+        kind = prefix.rstrip("/") or "models"
         repo, commit = self._revision(REPO_TYPES[kind], repo_id, revision)
         if commit is None:
             return
@@ -347,6 +348,29 @@ class HubHandler(BaseHTTPRequestHandler):
         if path in commit.lfs:
             headers.update({"X-Linked-Etag": f'"{etag}"', "X-Linked-Size": str(len(data))})
         self._send(200, headers=headers, body=data)
+
+
+def _metadata_problems(metadata: dict) -> list[str]:
+    """The Hub's rules for the metadata keys our cards write: model-index entries have a name and results,
+    base_model names models by id (never a local path), license is one id, language one code or a list of them,
+    and each widget example is an object."""
+    problems = []
+    if any("name" not in entry or "results" not in entry for entry in metadata.get("model-index", [])):
+        problems.append("model-index entries need a name and results")
+    base = metadata.get("base_model", [])
+    problems += [
+        f"base_model {model!r} is not a model id"
+        for model in ([base] if isinstance(base, str) else base)
+        if not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", str(model))
+    ]
+    if not isinstance(metadata.get("license", ""), str):
+        problems.append("license must be a string")
+    language = metadata.get("language", [])
+    if not all(isinstance(code, str) for code in ([language] if isinstance(language, str) else language)):
+        problems.append("language must be a string or a list of strings")
+    if not all(isinstance(example, dict) for example in metadata.get("widget", [])):
+        problems.append("widget examples must be objects")
+    return problems
 
 
 def _is_lfs(path: str, size: int) -> bool:

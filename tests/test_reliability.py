@@ -232,12 +232,30 @@ def test_overwrite_never_clears_a_project_folder(tiny_bert, data_args, training_
     assert (project / "notes.txt").read_text() == "precious"
 
 
-def test_no_absolute_path_of_the_training_machine_in_the_output(tiny_bert, data_args, training_args):
-    full_finetune.main(model_args_for(tiny_bert), data_args, training_args)
-    for name in ("results.json", "README.md", "config.json"):
-        text = open(os.path.join(training_args.output_dir, name)).read()
-        assert os.path.dirname(tiny_bert) not in text, f"{name} names {tiny_bert}"
-    assert json.load(open(os.path.join(training_args.output_dir, "results.json")))["base_model"] == "bert"
+@pytest.mark.parametrize(
+    "method", ["full_finetune", "freeze_layers", "setfit_fewshot", "mlm_then_classify", "mlm_classify_alone"]
+)
+def test_no_file_of_the_output_names_a_path_of_the_training_machine(
+    method, tiny_bert, tiny_sentence_transformer, data_args, training_args, tmp_path_factory
+):
+    if method == "setfit_fewshot":
+        training = setfit_fewshot.SetFitTrainingArguments(output_dir=training_args.output_dir, max_steps=2)
+        setfit_args = setfit_fewshot.SetFitArguments(num_iterations=2)
+        setfit_fewshot.main(model_args_for(tiny_sentence_transformer), data_args, setfit_args, training)
+    elif method == "mlm_classify_alone":  # from an encoder folder given on the command line
+        alone = mlm_then_classify.MLMArguments(phase="classify")
+        mlm_then_classify.main(model_args_for(tiny_bert), data_args, alone, training_args)
+    else:
+        run_method(method, tiny_bert, data_args, training_args)
+
+    # The base models, the data files, the output folder and the caches all lie under the tests' temporary root.
+    root = str(tmp_path_factory.getbasetemp())
+    for folder, subfolders, files in os.walk(training_args.output_dir):
+        subfolders[:] = [name for name in subfolders if not name.startswith("checkpoint-")]  # never published
+        for name in files:
+            path = os.path.join(folder, name)
+            named = root.encode() in open(path, "rb").read()
+            assert not named, f"{os.path.relpath(path, root)} names a path of this machine"
 
 
 # ---- sequence length ---------------------------------------------------------------------------------------------

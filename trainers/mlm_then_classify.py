@@ -35,7 +35,7 @@ from transformers import (
 )
 
 from shared.args import DataArguments, ModelArguments, RecipeTrainingArguments, hub_args_from, parse_cli
-from shared.card import write_encoder_card
+from shared.card import card_details, write_encoder_card
 from shared.classification import Method, train_classifier
 from shared.data import FILE_BUILDERS, dataset_source, load_labeled_data, sample_per_label
 from shared.errors import InputError, exit_on_cli_error
@@ -329,6 +329,7 @@ def publish_encoder(adaptation, model_args, data_args, mlm_args, target) -> None
             "mlm_num_train_epochs": mlm_args.mlm_num_train_epochs,
             "unlabeled_file": os.path.basename(mlm_args.unlabeled_file) if mlm_args.unlabeled_file else None,
         },
+        details=card_details(model_args, data_args),
     )
     if target:
         push_folder(
@@ -342,6 +343,7 @@ def classify(adaptation, model_args, data_args, mlm_args, training_args, splits,
         METHOD,
         summary(adaptation),
         base_model=model_args.model_name_or_path,
+        parent_model=adaptation.published_as,
         hyperparameters={
             "mlm_probability": mlm_args.mlm_probability,
             "whole_word_masking": mlm_args.whole_word_masking,
@@ -362,13 +364,15 @@ def classify(adaptation, model_args, data_args, mlm_args, training_args, splits,
         publish_ignore=[f"{ENCODER_DIR}/**"],  # the adapted encoder has a repo of its own
         phase="classify",
     )
-    encoder = ModelArguments(adaptation.encoder, adaptation.revision)
+    # The adapted encoder in place of the original; the flags that describe the published model stay.
+    encoder = replace(model_args, model_name_or_path=adaptation.encoder, model_revision=adaptation.revision)
     return train_classifier(encoder, data_args, training_args, splits, target, method)
 
 
 def summary(adaptation: Adaptation) -> str:
     if adaptation.perplexity_before is None:
-        return f"a classifier is fine-tuned, every weight training, from the adapted encoder `{adaptation.encoder}`."
+        encoder = model_reference(adaptation.encoder)[0]
+        return f"a classifier is fine-tuned, every weight training, from the adapted encoder `{encoder}`."
     return (
         f"the encoder first continued masked-language-model pretraining on {adaptation.num_texts} texts of the "
         f"domain (held-out perplexity {adaptation.perplexity_before:.2f} before, {adaptation.perplexity_after:.2f} "

@@ -43,6 +43,7 @@ from shared.args import (
     parse_cli,
     with_defaults,
 )
+from shared.card import card_details, widget_texts
 from shared.data import dataset_source, eval_split_name, label_names, load_labeled_data
 from shared.errors import exit_on_cli_error
 from shared.hub import load_sentence_transformer, preflight
@@ -148,7 +149,7 @@ def main(
     set_seed(training_args.seed)
     model = build_model(model_args, setfit_args, names)
     # Naming the data keeps setfit's model card from searching the Hub's dataset list for it; the card we
-    # publish is our own (shared.card), written over setfit's at the end.
+    # publish is our own (shared.card), written over setfit's at the end with setfit's sections inside.
     model.model_card_data.dataset_id = dataset_source(data_args)
     body = model.model_body
     max_length = max_length_for(data_args.max_seq_length, body.tokenizer, body[0].auto_model.config)
@@ -216,7 +217,10 @@ def main(
 
     model.save_pretrained(training_args.output_dir)
     save_portable_head(model.model_head, training_args.output_dir)
-    publish(training_args.output_dir, results, target, method_summary=SUMMARY, library_name="setfit")
+    card = card_details(
+        model_args, data_args, widget_texts=widget_texts(splits[eval_split]), library_sections=setfit_sections(model)
+    )
+    publish(training_args.output_dir, results, target, method_summary=SUMMARY, details=card, library_name="setfit")
     return results
 
 
@@ -238,6 +242,21 @@ def setfit_training_arguments(args: SetFitTrainingArguments, setfit_args: SetFit
         save_strategy=args.save_strategy,
         save_steps=args.save_steps,
         save_total_limit=args.save_total_limit,
+    )
+
+
+def setfit_sections(model: SetFitModel) -> str:
+    """The sections of setfit's own card that ours keeps, rendered by setfit from what its Trainer gathered of the
+    training set: examples of each label, and the texts' word counts and the examples per label."""
+    data = model.model_card_data.to_dict()
+    return "\n\n".join(
+        [
+            "## Model Labels",
+            data["label_examples"],
+            "## Training Set Metrics",
+            data["train_set_metrics"],
+            data["train_set_sentences_per_label_list"],
+        ]
     )
 
 
