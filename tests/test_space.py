@@ -260,8 +260,9 @@ class ModelCalls:
         return counted
 
 
-def test_compare_batch_and_fill_mask_share_one_limit_of_two_model_calls(trained, tmp_path):
-    models = app.load_models([ModelSpec(trained[name]) for name in ("full", "setfit", "mlm")])
+def test_compare_batch_and_fill_mask_share_one_limit_of_two_model_calls(trained, tiny_bert, tmp_path):
+    specs = [ModelSpec(trained[name]) for name in ("full", "setfit", "mlm")]
+    models = app.load_models(specs, [ModelSpec(tiny_bert)])  # the MLM model's local base, as ENCODER_IDS names it
     calls = ModelCalls(seconds=0.2)
     for model in models.classifiers:
         model._probabilities = calls.wrap(model._probabilities)
@@ -332,11 +333,12 @@ def zero_gpu_spaces(calls: list) -> types.ModuleType:
     return types.SimpleNamespace(GPU=gpu, config=config)
 
 
-def test_on_zero_gpu_each_call_asks_for_the_gpu_time_its_work_needs(trained, tmp_path, monkeypatch):
+def test_on_zero_gpu_each_call_asks_for_the_gpu_time_its_work_needs(trained, tiny_bert, tmp_path, monkeypatch):
     calls = []
     monkeypatch.setitem(sys.modules, "spaces", zero_gpu_spaces(calls))
     zero_gpu_app = load_module("space/app.py")
-    models = zero_gpu_app.load_models([ModelSpec(trained[name]) for name in ("full", "setfit", "mlm")])
+    specs = [ModelSpec(trained[name]) for name in ("full", "setfit", "mlm")]
+    models = zero_gpu_app.load_models(specs, [ModelSpec(tiny_bert)])
     texts = [f"review {i}: great fun film" for i in range(app.MAX_BATCH_ROWS)]
     batch = write_csv(tmp_path / "batch.csv", [{"text": text} for text in texts])
 
