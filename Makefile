@@ -7,7 +7,7 @@ TORCH_VERSION ?= 2.13.0
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 PYTEST_ARGS ?=
 
-.PHONY: setup browser test demo lint format clean
+.PHONY: setup browser test demo compare lint format clean
 
 setup: $(VENV)/.setup-done
 
@@ -34,6 +34,18 @@ LAUNCH ?= 1
 MODEL ?=
 demo: setup
 	$(BIN)/python demo/run_demo.py --launch $(LAUNCH) $(if $(MODEL),--model_name_or_path $(MODEL))
+
+# The same pipeline on your own data: make compare TRAIN=my.csv TEST=my_test.csv TEXT=review LABEL=stars MODEL=...
+# TRAIN is required; VALIDATION (default: 10% held out from TRAIN), TEST, TEXT and LABEL (default text and label),
+# MODEL, SAMPLES_PER_LABEL (SetFit's, default 16), FLAGS (more flags for all four) and OUT are optional.
+OUT ?= outputs/compare
+compare: setup
+	@test -n "$(TRAIN)" || { echo "error: make compare needs TRAIN=<training file: csv, json, jsonl or parquet>" >&2; exit 2; }
+	$(BIN)/python demo/run_demo.py --launch $(LAUNCH) --output_dir $(OUT) --train_file $(TRAIN) \
+		$(if $(VALIDATION),--validation_file $(VALIDATION)) $(if $(TEST),--test_file $(TEST)) \
+		$(if $(TEXT),--text_column_name $(TEXT)) $(if $(LABEL),--label_column_name $(LABEL)) \
+		$(if $(MODEL),--model_name_or_path $(MODEL)) $(if $(SAMPLES_PER_LABEL),--samples_per_label $(SAMPLES_PER_LABEL)) \
+		$(if $(FLAGS),--flags "$(FLAGS)")
 
 lint: setup
 	$(BIN)/ruff check .

@@ -110,10 +110,24 @@ class RecipeTrainingArguments(TrainingArguments):
         default=False,
         metadata={"help": "Clear --output_dir first when it holds files of another run (otherwise: an error)."},
     )
+    early_stopping_patience: int | None = field(
+        default=None,
+        metadata={
+            "help": "Stop once --metric_for_best_model on the validation split has not improved for N evaluations "
+            "in a row, and keep the weights of the best evaluation (checkpoints are saved at each evaluation)."
+        },
+    )
+    metric_for_best_model: str | None = _book(
+        "metric_for_best_model",
+        None,
+        "With --early_stopping_patience: the validation metric to improve. f1 (the default: binary F1 for two "
+        "labels, macro F1 for more), f1_macro, accuracy or loss; SetFit: embedding_loss, its body's loss on pairs.",
+    )
 
     def __post_init__(self):
         check_hub_model_id(self.hub_model_id)
         super().__post_init__()
+        check_early_stopping(self, CLASSIFIER_METRICS)
 
 
 # The training flags every method takes, with the same meaning: SetFit maps them onto setfit's own arguments.
@@ -122,12 +136,55 @@ COMMON_TRAINING_FLAGS = (
     "per_device_eval_batch_size", "report_to", "logging_steps", "bf16", "fp16", "save_strategy", "save_steps",
     "save_total_limit", "resume_from_checkpoint", "overwrite_output_dir",
     "push_to_hub", "hub_model_id", "hub_private_repo",
+    "eval_strategy", "eval_steps", "early_stopping_patience", "metric_for_best_model",
 )  # fmt: skip
+# What --metric_for_best_model may name: what the Trainer-based methods log at each evaluation (the scalars of
+# shared.metrics.summary_metrics, and the loss), with or without the Trainer's `eval_` prefix.
+CLASSIFIER_METRICS = ("f1", "f1_macro", "accuracy", "loss")
 
 
-def common_training_arguments(class_name: str, without: list[str] = (), **defaults) -> type:
+def check_early_stopping(args, metrics: tuple[str, ...]) -> None:
+    """--early_stopping_patience and what it needs, checked as the flags are read: evaluations to compare, a metric
+    that the method logs, and checkpoints saved when evaluating (the best one is kept). One error lists every
+    problem. Evaluating on validation always works: the data has a validation split, given or held out."""
+    if args.early_stopping_patience is None:
+        return
+    problems = []
+    if args.early_stopping_patience < 1:
+        problems.append(f"--early_stopping_patience {args.early_stopping_patience}: must be 1 or more evaluations")
+    evaluate, save = _strategy(args.eval_strategy), _strategy(args.save_strategy)
+    if evaluate == "no":
+        problems.append(
+            "--early_stopping_patience needs evaluations during training, but --eval_strategy is no: pass "
+            "--eval_strategy epoch, or --eval_strategy steps --eval_steps N"
+        )
+    metric = args.metric_for_best_model
+    if metric is not None and metric.removeprefix("eval_") not in metrics:
+        problems.append(
+            f"--metric_for_best_model {metric}: not a metric of this method; use one of {', '.join(metrics)}"
+        )
+    eval_steps = args.eval_steps or args.logging_steps
+    if save not in ("no", evaluate) or (save == "steps" and args.save_steps % eval_steps):
+        problems.append(
+            f"--early_stopping_patience keeps the best evaluation's checkpoint, but --save_strategy {save} does not "
+            f"save at every evaluation (--eval_strategy {evaluate}"
+            + (f", --eval_steps {eval_steps}, --save_steps {args.save_steps}" if save == "steps" else "")
+            + "): leave --save_strategy out to save at each evaluation"
+        )
+    if problems:
+        raise InputError(problems)
+
+
+def _strategy(value) -> str:
+    return str(getattr(value, "value", value))
+
+
+def common_training_arguments(
+    class_name: str, without: list[str] = (), metrics: tuple[str, ...] = CLASSIFIER_METRICS, **defaults
+) -> type:
     """A dataclass of the common training flags but those `without`, with RecipeTrainingArguments' types, help
-    and defaults (`defaults` replace some), for a method that does not train through transformers' Trainer."""
+    and defaults (`defaults` replace some), for a method that does not train through transformers' Trainer.
+    `metrics`: what its --metric_for_best_model may name."""
     specs = []
     for f in fields(RecipeTrainingArguments):
         if f.name in COMMON_TRAINING_FLAGS and f.name not in without:
@@ -141,6 +198,7 @@ def common_training_arguments(class_name: str, without: list[str] = (), **defaul
 
     def __post_init__(self):
         check_hub_model_id(self.hub_model_id)
+        check_early_stopping(self, metrics)
 
     return make_dataclass(class_name, specs, namespace={"__post_init__": __post_init__})
 

@@ -156,8 +156,22 @@ def _training(results: dict) -> str:
         f"- Seed: {results['seed']}",
         *(f"- {key}: {value}" for key, value in results["method_details"].items()),
         *(f"- {key}: {value}" for key, value in results["hyperparameters"].items()),
+        *_early_stopping(results.get("early_stopping")),
     ]
     return "\n".join(lines)
+
+
+def _early_stopping(stopping: dict | None) -> list[str]:
+    if not stopping:
+        return []
+    how = "stopped early" if stopping["stopped_early"] else "ran its full length"
+    if stopping["best_step"] is None:
+        return [f"- Early stopping: {how}, at step {stopping['stopped_at_step']}; no evaluation ran"]
+    return [
+        f"- Early stopping: {how}, at step {stopping['stopped_at_step']} of {stopping['max_steps']} (patience "
+        f"{stopping['patience']} evaluations on validation {stopping['metric']}); the model holds the weights of "
+        f"step {stopping['best_step']}, the best ({stopping['metric']} {stopping['best_metric']:.4f})"
+    ]
 
 
 def _cost(results: dict) -> str:

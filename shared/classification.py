@@ -28,7 +28,14 @@ from shared.hub import PUSH_IGNORE, HubTarget, load_pretrained
 from shared.metrics import classification_metrics, trainer_compute_metrics
 from shared.publish import publish
 from shared.results import build_results, count_parameters
-from shared.training import keep_logs_in, max_length_for, run_training, save_final_model
+from shared.training import (
+    early_stopping,
+    early_stopping_summary,
+    keep_logs_in,
+    max_length_for,
+    run_training,
+    save_final_model,
+)
 
 
 @dataclass
@@ -80,7 +87,8 @@ def train_classifier(
     trainable_params, total_params = count_parameters(model)
 
     keep_logs_in(training_args.output_dir)
-    trainer = classifier_trainer(model, tokenizer, tokenized, training_args)
+    stopping = early_stopping(training_args, best_model_metric(training_args.metric_for_best_model, len(names)))
+    trainer = classifier_trainer(model, tokenizer, tokenized, training_args, callbacks=stopping)
     output = run_training(trainer, method.run, training_args.resume_from_checkpoint)
     runtime = method.earlier_runtime_s + output.metrics["train_runtime"]
     samples = method.earlier_samples + output.metrics["train_samples_per_second"] * output.metrics["train_runtime"]
@@ -101,6 +109,7 @@ def train_classifier(
         hyperparameters={**hyperparameters(training_args, max_length, data_args), **method.hyperparameters},
         num_processes=training_args.world_size,
         method_details={**details, **method.details},
+        early_stopping=early_stopping_summary(trainer.state, training_args),
     )
 
     save_final_model(trainer, training_args.output_dir)
@@ -143,7 +152,16 @@ def load_classifier(model_name_or_path: str, revision: str, label_names: list[st
     )
 
 
-def classifier_trainer(model, tokenizer, tokenized: DatasetDict, training_args: TrainingArguments) -> Trainer:
+def best_model_metric(metric: str | None, num_labels: int) -> str:
+    """What --metric_for_best_model names in the Trainer's evaluation logs. f1, the default, is the F1 that
+    results.json reports: binary F1 for two labels, macro F1 for more (binary F1 exists for two labels only)."""
+    metric = (metric or "f1").removeprefix("eval_")
+    return "f1_macro" if metric == "f1" and num_labels > 2 else metric
+
+
+def classifier_trainer(
+    model, tokenizer, tokenized: DatasetDict, training_args: TrainingArguments, callbacks: list | None = None
+) -> Trainer:
     """A Trainer on train, evaluating on validation, with batches padded only as far as their longest text."""
     return Trainer(
         model=model,
@@ -156,6 +174,7 @@ def classifier_trainer(model, tokenizer, tokenized: DatasetDict, training_args: 
             tokenizer, pad_to_multiple_of=8 if training_args.mixed_precision != "no" else None
         ),
         compute_metrics=trainer_compute_metrics(model.config.num_labels),
+        callbacks=callbacks,
     )
 
 

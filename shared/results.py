@@ -29,8 +29,11 @@ def build_results(
     hyperparameters: dict,
     num_processes: int = 1,
     method_details: dict | None = None,
+    early_stopping: dict | None = None,
 ) -> dict:
-    """The results of one run. Cost figures are read here, right after training, on the calling process."""
+    """The results of one run. Cost figures are read here, right after training, on the calling process.
+    `early_stopping` (shared.training.early_stopping_summary), with --early_stopping_patience: where training
+    stopped (stopped_at_step of max_steps) and which step's weights the model holds (best_step); else null."""
     reference, on_hub = model_reference(base_model)
     return {
         "method": method,
@@ -50,6 +53,7 @@ def build_results(
         "seed": seed,
         "hyperparameters": hyperparameters,
         "method_details": method_details or {},
+        "early_stopping": early_stopping,
         "versions": library_versions(),
     }
 

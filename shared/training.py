@@ -16,7 +16,15 @@ import sys
 
 import torch
 import torch.distributed as dist
-from transformers import PretrainedConfig, PreTrainedTokenizerBase, Trainer, TrainerCallback
+from transformers import (
+    EarlyStoppingCallback,
+    PretrainedConfig,
+    PreTrainedTokenizerBase,
+    Trainer,
+    TrainerCallback,
+    TrainerState,
+)
+from transformers.trainer_utils import SaveStrategy
 
 from shared.errors import CliError, InputError
 
@@ -317,6 +325,48 @@ def _die_with_launcher() -> None:
 
 def _is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
+
+
+# ---- early stopping ----------------------------------------------------------------------------------------------
+
+
+def early_stopping(training_args, metric: str) -> list[TrainerCallback]:
+    """With --early_stopping_patience (checked when the flags were read, shared.args.check_early_stopping):
+    transformers' EarlyStoppingCallback on `metric`, and the arguments that make the Trainer keep the best
+    evaluation's weights: load_best_model_at_end, the metric and its direction, and a checkpoint at each evaluation
+    when --save_strategy was left out. Set before the Trainer is built; returns the callbacks to add."""
+    patience = training_args.early_stopping_patience
+    if patience is None:
+        return []
+    training_args.metric_for_best_model = metric
+    training_args.greater_is_better = not metric.endswith("loss")
+    training_args.load_best_model_at_end = True
+    if _value(training_args.save_strategy) == "no":
+        training_args.save_strategy = SaveStrategy(_value(training_args.eval_strategy))
+        training_args.save_steps = training_args.eval_steps or training_args.logging_steps
+    # A resumed run goes on counting evaluations without improvement from where it stopped.
+    training_args.restore_callback_states_from_checkpoint = True
+    return [EarlyStoppingCallback(early_stopping_patience=patience)]
+
+
+def _value(strategy) -> str:
+    return str(getattr(strategy, "value", strategy))
+
+
+def early_stopping_summary(state: TrainerState, training_args) -> dict | None:
+    """What results.json and the card record of early stopping: where training stopped and which step's weights
+    the model holds."""
+    if training_args.early_stopping_patience is None:
+        return None
+    return {
+        "patience": training_args.early_stopping_patience,
+        "metric": training_args.metric_for_best_model,
+        "best_metric": state.best_metric,
+        "best_step": state.best_global_step,
+        "stopped_at_step": state.global_step,
+        "max_steps": state.max_steps,
+        "stopped_early": state.global_step < state.max_steps,
+    }
 
 
 # ---- logs --------------------------------------------------------------------------------------------------------

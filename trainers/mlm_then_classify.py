@@ -206,6 +206,7 @@ def adapt_encoder(
         output_dir=encoder_dir,
         num_train_epochs=mlm_args.mlm_num_train_epochs,
         eval_strategy="no",
+        early_stopping_patience=None,  # the classifier stops early, on labels; this phase has none
         # The collator needs special_tokens_mask and offset_mapping, which the model's forward does not take.
         remove_unused_columns=False,
     )

@@ -17,9 +17,15 @@ refused too: setfit's Trainer cannot resume, so a SetFit run starts over (it tak
 The model loads with `SetFitModel.from_pretrained(output_dir or repo id)`. Besides setfit's pickled head
 (model_head.pkl), model_head.safetensors holds the same head without pickle.
 
-Processes: SetFit trains on the main process only. Its few-shot pair datasets take minutes on one device, so
-under `accelerate launch --num_processes N` the other N-1 processes exit at once instead of training copies,
-and the model is saved and pushed once.
+Early stopping: --eval_strategy steps --eval_steps N (or epoch) evaluates the body by its loss on pairs drawn from
+the validation split; with --early_stopping_patience P the body stops once that loss has not fallen for P
+evaluations, and the best evaluation's body is kept (checkpoints are saved at each evaluation).
+
+Processes: under `accelerate launch --num_processes N` (or --multi_gpu) every process trains the body,
+data-parallel as the sentence-transformers trainer does under torch.distributed: every process draws the same
+pairs (setfit's pair sampler and the batch order are seeded alike), takes every N-th batch of them, and the
+gradients are averaged, so N processes of batch B train as one of batch N x B. The head is then trained, and the
+model saved and pushed, once, by the main process; the others exit 0 once the body is trained.
 """
 
 import logging
@@ -33,7 +39,7 @@ import setfit
 from setfit import SetFitModel
 from setfit.modeling import SetFitHead
 from sklearn.linear_model import LogisticRegression
-from transformers import set_seed
+from transformers import TrainerCallback, set_seed
 
 from shared.args import (
     DataArguments,
@@ -45,7 +51,7 @@ from shared.args import (
 )
 from shared.card import card_details, widget_texts
 from shared.data import dataset_source, eval_split_name, label_names, load_labeled_data
-from shared.errors import exit_on_cli_error
+from shared.errors import InputError, exit_on_cli_error
 from shared.hub import load_sentence_transformer, preflight
 from shared.metrics import classification_metrics
 from shared.publish import publish
@@ -55,6 +61,8 @@ from shared.training import (
     TrainingGuard,
     check_finite,
     check_finite_probabilities,
+    early_stopping,
+    early_stopping_summary,
     keep_logs_in,
     max_length_for,
     prepare_output_dir,
@@ -66,16 +74,9 @@ SUMMARY = (
     "the sentence-transformers body is fine-tuned contrastively on pairs of the labeled examples (same label: "
     "similar, different labels: dissimilar), then a classifier head is trained on its embeddings."
 )
-# Variables through which torchrun and accelerate tell a process it is one of several.
-DISTRIBUTED_ENV = (
-    "RANK",
-    "WORLD_SIZE",
-    "LOCAL_RANK",
-    "LOCAL_WORLD_SIZE",
-    "GROUP_RANK",
-    "ROLE_RANK",
-    "ROLE_WORLD_SIZE",
-)
+# What the body's evaluations measure: the contrastive loss on pairs drawn from the validation split (the head is
+# trained after the body, so no classification metric exists while the body trains).
+BODY_METRIC = "embedding_loss"
 logger = logging.getLogger(METHOD)
 
 
@@ -95,25 +96,29 @@ SetFitModelArguments = with_defaults(
     ModelArguments, "SetFitModelArguments", model_name_or_path="sentence-transformers/paraphrase-mpnet-base-v2"
 )
 SetFitDataArguments = with_defaults(DataArguments, "SetFitDataArguments", samples_per_label=16)
+# No evaluation unless asked for: each one encodes pairs of the whole validation split.
 SetFitTrainingArguments = common_training_arguments(
-    "SetFitTrainingArguments", without=["resume_from_checkpoint"], num_train_epochs=3.0
+    "SetFitTrainingArguments",
+    without=["resume_from_checkpoint"],
+    metrics=(BODY_METRIC,),
+    num_train_epochs=3.0,
+    eval_strategy="no",
 )
 # Shared flags that SetFit cannot honour, and why: an error rather than silently ignored.
 REFUSED = {"--resume_from_checkpoint": "setfit's Trainer cannot resume a run; start it again without this flag"}
 
 
-def is_main_process_alone() -> bool:
-    """True on the process that trains; False on the others, which have nothing to do.
+class PairShare(TrainerCallback):
+    """Says which share of the pairs this process trains the body on: all of them alone, every N-th batch of N."""
 
-    The main process forgets that it was launched among several, or setfit's Trainer would wait for the
-    others to join a process group they have already left.
-    """
-    if int(os.environ.get("RANK", "0")) != 0:
-        logger.info("SetFit trains on the main process only; process %s exits", os.environ["RANK"])
-        return False
-    for name in DISTRIBUTED_ENV:
-        os.environ.pop(name, None)
-    return True
+    def on_train_begin(self, args, state, control, train_dataloader=None, st_args=None, **kwargs):
+        pairs = len(train_dataloader.dataset)
+        # Under torch.distributed, sentence-transformers drops an incomplete last batch, so every batch is full.
+        share = min(len(train_dataloader) * st_args.per_device_train_batch_size, pairs)
+        logger.info(
+            "process %d of %d trains the body on %d of the %d pairs per epoch",
+            st_args.process_index, st_args.world_size, share, pairs,
+        )  # fmt: skip
 
 
 def build_model(model_args: ModelArguments, args: SetFitArguments, names: list[str]) -> SetFitModel:
@@ -137,8 +142,6 @@ def main(
     setfit_args: SetFitArguments,
     training_args: SetFitTrainingArguments,
 ) -> dict | None:
-    if not is_main_process_alone():
-        return None
     # Everything that can be wrong with the request fails here, before the model is downloaded.
     target = preflight(hub_args_from(training_args), training_args.output_dir)
     prepare_output_dir(training_args.output_dir, training_args.overwrite_output_dir, resuming=False)
@@ -159,17 +162,32 @@ def main(
         # precision when arguments are built, from what `accelerate launch --mixed_precision` sets: this variable.
         os.environ["ACCELERATE_MIXED_PRECISION"] = "bf16"
     keep_logs_in(training_args.output_dir)
-    trainer = setfit.Trainer(
-        model=model, args=setfit_training_arguments(training_args, setfit_args), train_dataset=splits["train"]
-    )
+    stopping = early_stopping(training_args, BODY_METRIC)
     guard = TrainingGuard({"method": METHOD})
-    trainer.add_callback(guard)
+    trainer = setfit.Trainer(
+        model=model,
+        args=setfit_training_arguments(training_args, setfit_args),
+        train_dataset=splits["train"],
+        eval_dataset=splits["validation"],  # drawn into pairs only when --eval_strategy asks for evaluations
+        callbacks=[guard, PairShare(), *stopping],
+    )
+    check_launch(trainer)
+    # setfit's Trainer.train() in its two steps: the body on every process (data-parallel when launched on
+    # several), then the head on the main process only.
+    train = trainer.dataset_to_parameters(splits["train"])
+    validation = trainer.dataset_to_parameters(splits["validation"])
+    is_main = trainer.st_trainer.is_world_process_zero()
     start = time.perf_counter()
     with stop_on_signals(guard):
-        trainer.train()
+        trainer.train_embeddings(*train, *validation)
+        if is_main:
+            trainer.train_classifier(*train)
     runtime = time.perf_counter() - start
     guard.raise_if_stopped(training_args.output_dir, "setfit cannot resume: run the same command again")
     check_finite(body)
+    if not is_main:
+        logger.info("process %d: body trained; the main process trains the head, saves and publishes", rank(trainer))
+        return None
     pairs = pairs_seen(trainer)
 
     eval_split = eval_split_name(splits)
@@ -206,6 +224,7 @@ def main(
             "samples_per_label": data_args.samples_per_label,
             "max_seq_length": max_length,
             "mixed_precision": trainer.st_trainer.args.mixed_precision,
+            "processes": trainer.st_trainer.args.world_size,
         },
         method_details={
             "head": setfit_args.head_type,
@@ -213,6 +232,8 @@ def main(
             "training_samples": "sentence pairs",
             "pairs_seen": round(pairs),
         },
+        num_processes=trainer.st_trainer.args.world_size,
+        early_stopping=early_stopping_summary(trainer.st_trainer.state, training_args),
     )
 
     model.save_pretrained(training_args.output_dir)
@@ -222,6 +243,18 @@ def main(
     )
     publish(training_args.output_dir, results, target, method_summary=SUMMARY, details=card, library_name="setfit")
     return results
+
+
+def check_launch(trainer: setfit.Trainer) -> None:
+    """Processes launched as several must train as several: without a process group each would train the body
+    alone and save and publish its own model."""
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched != trainer.st_trainer.args.world_size:
+        raise InputError(
+            f"launched as {launched} processes, but they did not join one torch.distributed group (a GPU for each "
+            "is needed, unless training is on the CPU): set ACCELERATE_USE_CPU=true to train on the CPU across "
+            "processes, or launch one process"
+        )
 
 
 def setfit_training_arguments(args: SetFitTrainingArguments, setfit_args: SetFitArguments) -> setfit.TrainingArguments:
@@ -239,9 +272,14 @@ def setfit_training_arguments(args: SetFitTrainingArguments, setfit_args: SetFit
         use_amp=args.fp16,
         report_to=args.report_to,
         logging_steps=args.logging_steps,
+        eval_strategy=args.eval_strategy,
+        eval_steps=args.eval_steps,
         save_strategy=args.save_strategy,
         save_steps=args.save_steps,
         save_total_limit=args.save_total_limit,
+        # Set by shared.training.early_stopping when --early_stopping_patience asks for it.
+        load_best_model_at_end=getattr(args, "load_best_model_at_end", False),
+        metric_for_best_model=args.metric_for_best_model or BODY_METRIC,
     )
 
 
@@ -258,6 +296,10 @@ def setfit_sections(model: SetFitModel) -> str:
             data["train_set_sentences_per_label_list"],
         ]
     )
+
+
+def rank(trainer: setfit.Trainer) -> int:
+    return trainer.st_trainer.args.process_index
 
 
 def pairs_seen(trainer: setfit.Trainer) -> float:
