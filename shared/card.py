@@ -168,8 +168,8 @@ def _early_stopping(stopping: dict | None) -> list[str]:
     if stopping["best_step"] is None:
         return [f"- Early stopping: {how}, at step {stopping['stopped_at_step']}; no evaluation ran"]
     return [
-        f"- Early stopping: {how}, at step {stopping['stopped_at_step']} of {stopping['max_steps']} (patience "
-        f"{stopping['patience']} evaluations on validation {stopping['metric']}); the model holds the weights of "
+        f"- Early stopping: {how}, at step {stopping['stopped_at_step']} of {stopping['max_steps']} (patience: "
+        f"{stopping['patience']} evaluations of validation {stopping['metric']}); the model holds the weights of "
         f"step {stopping['best_step']}, the best ({stopping['metric']} {stopping['best_metric']:.4f})"
     ]
 
