@@ -26,13 +26,16 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Literal
 
 import numpy as np
 import setfit
+import torch
 from setfit import SetFitModel
 from setfit.modeling import SetFitHead
 from sklearn.linear_model import LogisticRegression
+from sklearn.multiclass import OneVsRestClassifier
 from transformers import set_seed
 
 from shared.args import (
@@ -44,10 +47,20 @@ from shared.args import (
     with_defaults,
 )
 from shared.card import card_details, widget_texts
-from shared.data import dataset_source, eval_split_name, label_names, load_labeled_data
-from shared.errors import exit_on_cli_error
+from shared.data import (
+    class_weights,
+    dataset_source,
+    eval_split_name,
+    is_multi_label,
+    label_matrix,
+    label_names,
+    label_setup,
+    load_labeled_data,
+    with_multi_hot_labels,
+)
+from shared.errors import InputError, exit_on_cli_error
 from shared.hub import load_sentence_transformer, preflight
-from shared.metrics import classification_metrics
+from shared.metrics import classification_metrics, multi_label_metrics, over_threshold
 from shared.publish import publish
 from shared.results import build_results, count_parameters
 from shared.setfit_head import save_portable_head
@@ -98,6 +111,8 @@ SetFitDataArguments = with_defaults(DataArguments, "SetFitDataArguments", sample
 SetFitTrainingArguments = common_training_arguments(
     "SetFitTrainingArguments", without=["resume_from_checkpoint"], num_train_epochs=3.0
 )
+# Multi-label data: one logistic regression (or one sigmoid of the differentiable head) per label.
+MULTI_TARGET_STRATEGY = "one-vs-rest"
 # Shared flags that SetFit cannot honour, and why: an error rather than silently ignored.
 REFUSED = {"--resume_from_checkpoint": "setfit's Trainer cannot resume a run; start it again without this flag"}
 
@@ -116,15 +131,41 @@ def is_main_process_alone() -> bool:
     return True
 
 
-def build_model(model_args: ModelArguments, args: SetFitArguments, names: list[str]) -> SetFitModel:
+def build_model(
+    model_args: ModelArguments,
+    args: SetFitArguments,
+    names: list[str],
+    multi_label: bool = False,
+    class_weight: str | None = None,
+    weights: list[float] | None = None,
+) -> SetFitModel:
     """Body from the Hub or a folder; a new head. The body is loaded alone so that a base model which is itself a
-    SetFit repo never has its pickled head unpickled."""
+    SetFit repo never has its pickled head unpickled.
+
+    Multi-label: setfit's one-vs-rest strategy. --class_weight (`class_weight`, as `weights` per label id) weighs
+    the head: scikit-learn's class_weight for the logistic head, a weighted loss for the differentiable one."""
+    if multi_label and args.head_type == "logistic" and class_weight not in (None, "balanced"):
+        raise InputError(
+            "--class_weight with weights per label name cannot weigh a multi-label logistic head (one-vs-rest fits "
+            "one model for all labels alike): use --class_weight balanced or --head_type differentiable"
+        )
     body = load_sentence_transformer(model_args.model_name_or_path, model_args.model_revision)
     if args.head_type == "differentiable":
-        head = SetFitHead(in_features=body.get_sentence_embedding_dimension(), out_features=len(names))
+        dimension = body.get_sentence_embedding_dimension()
+        head = SetFitHead(in_features=dimension, out_features=len(names), multitarget=multi_label)
+        if weights:  # setfit trains the head with get_loss_fn()'s loss: BCE for multi-label, else cross-entropy
+            weight = torch.tensor(weights, device=head.device)
+            head.get_loss_fn = (
+                partial(torch.nn.BCEWithLogitsLoss, pos_weight=weight)
+                if multi_label
+                else partial(torch.nn.CrossEntropyLoss, weight=weight)
+            )
+    elif multi_label:  # each label's own yes/no regression, balanced within it
+        head = OneVsRestClassifier(LogisticRegression(max_iter=1000, class_weight=class_weight))
     else:
-        head = LogisticRegression(max_iter=1000)
-    return SetFitModel(model_body=body, model_head=head, labels=names)
+        head = LogisticRegression(max_iter=1000, class_weight=dict(enumerate(weights)) if weights else None)
+    strategy = MULTI_TARGET_STRATEGY if multi_label else None
+    return SetFitModel(model_body=body, model_head=head, labels=names, multi_target_strategy=strategy)
 
 
 # What main() takes, in order; the command line parses into these.
@@ -144,10 +185,12 @@ def main(
     prepare_output_dir(training_args.output_dir, training_args.overwrite_output_dir, resuming=False)
     splits = load_labeled_data(data_args, training_args.seed)
     names = label_names(splits)
+    multi_label = is_multi_label(splits)
 
     # Seed before building the model, so the head starts from the same weights on every run.
     set_seed(training_args.seed)
-    model = build_model(model_args, setfit_args, names)
+    weights = class_weights(splits, data_args.class_weight)
+    model = build_model(model_args, setfit_args, names, multi_label, data_args.class_weight, weights)
     # Naming the data keeps setfit's model card from searching the Hub's dataset list for it; the card we
     # publish is our own (shared.card), written over setfit's at the end with setfit's sections inside.
     model.model_card_data.dataset_id = dataset_source(data_args)
@@ -159,8 +202,10 @@ def main(
         # precision when arguments are built, from what `accelerate launch --mixed_precision` sets: this variable.
         os.environ["ACCELERATE_MIXED_PRECISION"] = "bf16"
     keep_logs_in(training_args.output_dir)
+    # Multi-label heads (and setfit's pair sampler) take each text's labels as 0/1 per label.
+    train = with_multi_hot_labels(splits)["train"] if multi_label else splits["train"]
     trainer = setfit.Trainer(
-        model=model, args=setfit_training_arguments(training_args, setfit_args), train_dataset=splits["train"]
+        model=model, args=setfit_training_arguments(training_args, setfit_args), train_dataset=train
     )
     guard = TrainingGuard({"method": METHOD})
     trainer.add_callback(guard)
@@ -179,7 +224,11 @@ def main(
     )
     check_finite_probabilities(probabilities)  # a diverged head, logistic or differentiable
     # The columns are label ids 0..n-1: the head was fitted on examples of every label.
-    metrics = classification_metrics(list(splits[eval_split]["label"]), probabilities.argmax(axis=-1), names)
+    if multi_label:
+        predicted = over_threshold(probabilities, data_args.threshold)
+        metrics = multi_label_metrics(label_matrix(splits[eval_split]).astype(int), predicted, names)
+    else:
+        metrics = classification_metrics(list(splits[eval_split]["label"]), probabilities.argmax(axis=-1), names)
     results = build_results(
         method=METHOD,
         base_model=model_args.model_name_or_path,
@@ -206,6 +255,7 @@ def main(
             "samples_per_label": data_args.samples_per_label,
             "max_seq_length": max_length,
             "mixed_precision": trainer.st_trainer.args.mixed_precision,
+            "multi_target_strategy": model.multi_target_strategy,
         },
         method_details={
             "head": setfit_args.head_type,
@@ -213,8 +263,10 @@ def main(
             "training_samples": "sentence pairs",
             "pairs_seen": round(pairs),
         },
+        **label_setup(splits, data_args),
     )
 
+    vars(model.model_head).pop("get_loss_fn", None)  # a weighted loss was for training: save setfit's own head
     model.save_pretrained(training_args.output_dir)
     save_portable_head(model.model_head, training_args.output_dir)
     card = card_details(
@@ -271,6 +323,8 @@ def head_and_body_parameters(model: SetFitModel) -> int:
     head = model.model_head
     if isinstance(head, LogisticRegression):
         head_params = head.coef_.size + head.intercept_.size
+    elif isinstance(head, OneVsRestClassifier):  # multi-label: one regression per label
+        head_params = sum(e.coef_.size + e.intercept_.size for e in head.estimators_)
     else:
         head_params = count_parameters(head)[1]
     return count_parameters(model.model_body)[1] + head_params
