@@ -11,7 +11,7 @@ def classification_metrics(labels, predictions, names: list[str]) -> dict:
     precision/recall/F1/support and the confusion matrix (rows: true label, columns: predicted)."""
     ids = list(range(len(names)))
     metrics = summary_metrics(labels, predictions, len(names))
-    metrics["per_class"] = _per_class(labels, predictions, names, labels=ids)
+    metrics["per_class"] = _per_class(labels, predictions, names, ids)
     metrics["confusion_matrix"] = confusion_matrix(labels, predictions, labels=ids).tolist()
     return metrics
 
@@ -66,8 +66,9 @@ def trainer_compute_metrics(num_labels: int, threshold: float | None = None):
     return compute
 
 
-def _per_class(labels, predictions, names: list[str], **kwargs) -> dict:
-    precision, recall, f1, support = precision_recall_fscore_support(labels, predictions, zero_division=0, **kwargs)
+def _per_class(labels, predictions, names: list[str], ids: list[int] | None = None) -> dict:
+    """Per label; `ids` lists every class, so that one absent from both labels and predictions still has a row."""
+    precision, recall, f1, support = precision_recall_fscore_support(labels, predictions, labels=ids, zero_division=0)
     return {
         name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
         for name, p, r, f, s in zip(names, precision, recall, f1, support, strict=True)
