@@ -149,22 +149,24 @@ def _metrics_table(results: dict) -> str:
 
 
 def _imbalance(results: dict) -> str:
-    """When the training labels are imbalanced, say so and point at the per-label F1, which accuracy hides."""
-    counts = results.get("train_label_counts") or {}
-    if not counts or min(counts.values()) / results["num_train_samples"] >= IMBALANCE_SHARE:
-        return ""
-    rarest = min(counts, key=counts.get)
+    """When the training labels are imbalanced, say so and point at the per-label F1, which accuracy hides; and
+    the loss weights, when --class_weight gave some."""
+    counts, n = results.get("train_label_counts") or {}, results["num_train_samples"]
     weights = results.get("class_weights")
-    weighting = (
-        "The loss was weighted per label: " + ", ".join(f"`{n}` {w:.3g}" for n, w in weights.items()) + "."
-        if weights
-        else "The loss was not weighted (`--class_weight balanced` would weigh it against the imbalance)."
-    )
-    return (
-        f"The training labels are imbalanced: `{rarest}` is on {counts[rarest]} of {results['num_train_samples']} "
-        f"texts ({100 * counts[rarest] / results['num_train_samples']:.1f}%), so the F1 of each label below says more "
-        f"than accuracy. {weighting}"
-    )
+    lines = []
+    if counts and min(counts.values()) / n < IMBALANCE_SHARE:
+        rarest = min(counts, key=counts.get)
+        lines.append(
+            f"The training labels are imbalanced: `{rarest}` is on {counts[rarest]} of {n} texts "
+            f"({100 * counts[rarest] / n:.1f}%), so the F1 of each label below says more than accuracy."
+        )
+        if not weights:
+            lines.append("The loss was not weighted (`--class_weight balanced` would weigh it against the imbalance).")
+    if weights:
+        lines.append(
+            "The loss was weighted per label: " + ", ".join(f"`{k}` {w:.3g}" for k, w in weights.items()) + "."
+        )
+    return " ".join(lines)
 
 
 def _per_class_table(metrics: dict) -> str:

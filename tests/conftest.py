@@ -68,11 +68,12 @@ def tagged_reviews(tmp_path_factory) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def imbalanced_reviews(tmp_path_factory) -> dict[str, str]:
-    """Train/validation/test CSVs of reviews, 9 negative to 1 positive, columns as in `reviews`."""
+    """Train/validation/test CSVs of reviews, one in ten positive (train: 19 of 195, under 10%), columns as in
+    `reviews`."""
     root = tmp_path_factory.mktemp("imbalanced")
     return {
         split: write_imbalanced_reviews_csv(str(root / f"{split}.csv"), n, seed)
-        for split, n, seed in (("train", 200, 0), ("validation", 20, 1), ("test", 40, 2))
+        for split, n, seed in (("train", 195, 0), ("validation", 20, 1), ("test", 40, 2))
     }
 
 
