@@ -8,6 +8,7 @@ dataclasses, so `main(...)` called from Python trains exactly as the command lin
 import argparse
 import difflib
 import json
+import math
 import os
 import sys
 from dataclasses import MISSING, dataclass, field, fields, make_dataclass
@@ -73,10 +74,54 @@ class DataArguments:
     validation_split_percentage: int = field(
         default=10, metadata={"help": "Share of train held out for validation when there is no validation split."}
     )
+    label_delimiter: str | None = field(
+        default=None,
+        metadata={"help": "Labels of a text joined by this string (e.g. ';'): a multi-label run. A column of lists "
+                  "is multi-label without it."},
+    )  # fmt: skip
+    class_weight: str | None = field(
+        default=None,
+        metadata={"help": "Weigh the loss per label against imbalance: 'balanced' (inverse frequency in train), or "
+                  "weights by label name, 'spam=5,ham=1' (unnamed labels: 1)."},
+    )  # fmt: skip
+    threshold: float = field(
+        default=0.5, metadata={"help": "Multi-label: a label is predicted when its probability is at least this."}
+    )
 
     def __post_init__(self):
         if self.dataset_name is None and self.train_file is None:
             self.dataset_name = "rotten_tomatoes"
+        if not 0 < self.threshold < 1:
+            raise InputError(f"--threshold {self.threshold} must lie strictly between 0 and 1")
+        if self.label_delimiter == "":
+            raise InputError("--label_delimiter must not be empty")
+        parse_class_weight(self.class_weight)
+
+
+def parse_class_weight(value: str | dict | None) -> str | dict[str, float] | None:
+    """--class_weight as 'balanced' or {label name: weight}: from `balanced`, `name=w,name=w` or a JSON object (what
+    a config file's mapping becomes). Label names are checked against the data, once it is loaded."""
+    if value is None or value == "balanced":
+        return value
+    if isinstance(value, str) and value.lstrip().startswith("{"):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise InputError(f"--class_weight {value!r} is not a valid JSON object") from None
+    if isinstance(value, str):
+        pairs = [item.rpartition("=") for item in value.split(",") if item.strip()]
+        if not pairs or any(not sep or not name.strip() for name, sep, _ in pairs):
+            raise InputError(f"--class_weight {value!r}: use 'balanced' or label=weight pairs, e.g. 'spam=5,ham=1'")
+        value = {name.strip(): weight.strip() for name, _, weight in pairs}
+    weights = {}
+    for name, weight in value.items():
+        try:
+            weights[str(name)] = float(weight)
+        except (TypeError, ValueError):
+            weights[str(name)] = math.nan
+        if not math.isfinite(weights[str(name)]) or weights[str(name)] <= 0:
+            raise InputError(f"--class_weight: the weight of {name!r} is {weight!r}, not a positive number")
+    return weights
 
 
 def _book(name: str, default, help: str | None = None):
@@ -140,7 +185,7 @@ COMMON_TRAINING_FLAGS = (
 )  # fmt: skip
 # What --metric_for_best_model may name: what the Trainer-based methods log at each evaluation (the scalars of
 # shared.metrics.summary_metrics, and the loss), with or without the Trainer's `eval_` prefix.
-CLASSIFIER_METRICS = ("f1", "f1_macro", "accuracy", "loss")
+CLASSIFIER_METRICS = ("f1", "f1_macro", "f1_micro", "accuracy", "loss")  # f1_micro: multi-label runs
 
 
 def check_early_stopping(args, metrics: tuple[str, ...]) -> None:

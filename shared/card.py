@@ -7,9 +7,11 @@ from datasets import Dataset
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from shared.args import DataArguments, ModelArguments
+from shared.data import IMBALANCE_SHARE
+from shared.metrics import MULTI_LABEL
 
 CARD_FILE = "README.md"
-METRIC_NAMES = {"accuracy": "Accuracy", "f1_macro": "F1 (macro)", "f1": "F1 (binary)"}
+METRIC_NAMES = {"accuracy": "Accuracy", "f1_macro": "F1 (macro)", "f1_micro": "F1 (micro)", "f1": "F1 (binary)"}
 WIDGET_LABELS = 5  # the widget offers a text of each label, of this many labels at most
 
 
@@ -48,8 +50,9 @@ def widget_texts(split: Dataset) -> list[str]:
     """The first text of each label in `split`: the Hub's widget then tries the model on every class, with the
     same texts on every run."""
     first = {}
-    for text, label in zip(split["text"], split["label"], strict=True):
-        first.setdefault(label, text)
+    for text, labels in zip(split["text"], split["label"], strict=True):
+        for label in labels if isinstance(labels, list) else [labels]:
+            first.setdefault(label, text)
     return [first[label] for label in sorted(first)][:WIDGET_LABELS]
 
 
@@ -70,9 +73,10 @@ def write_model_card(
         title=repo_id.rstrip("/").split("/")[-1],
         eval_split=results["eval_split"],
         summary=_summary(results, method_summary),
-        metrics_table=_metrics_table(results["metrics"]),
+        metrics_table=_metrics_table(results),
+        imbalance=_imbalance(results),
         per_class_table=_per_class_table(results["metrics"]),
-        usage=_usage(repo_id, library_name),
+        usage=_usage(repo_id, library_name, results.get("threshold") if _is_multi_label(results) else None),
         training=_training(results),
         library_sections=details.library_sections,
         cost=_cost(results),
@@ -93,10 +97,10 @@ def _card_data(results: dict, repo_id: str, library_name: str, details: CardDeta
             dataset_config=details.dataset_config,
             dataset_revision=details.dataset_revision,
             dataset_split=results["eval_split"],
-            metric_type=metric if metric != "f1_macro" else "f1",
+            metric_type="f1" if metric.startswith("f1") else metric,
             metric_name=METRIC_NAMES[metric],
             metric_value=round(results["metrics"][metric], 4),
-            metric_config="macro" if metric == "f1_macro" else None,
+            metric_config=metric.removeprefix("f1_") if metric.startswith("f1_") else None,
         )
         for metric in METRIC_NAMES
         if metric in results["metrics"]
@@ -116,16 +120,53 @@ def _card_data(results: dict, repo_id: str, library_name: str, details: CardDeta
     )
 
 
+def _is_multi_label(results: dict) -> bool:
+    return results.get("problem_type") == MULTI_LABEL
+
+
 def _summary(results: dict, method_summary: str) -> str:
+    names = ", ".join(f"`{n}`" for n in results["labels"])
+    task = (
+        f"to tag text with any of {names} (multi-label)"
+        if _is_multi_label(results)
+        else f"to classify text as {names}"
+    )
     return (
-        f"`{results['base_model']}` fine-tuned to classify text as {', '.join(f'`{n}`' for n in results['labels'])} "
-        f"on `{results['dataset']}`, with **{results['method'].replace('_', ' ')}**: {method_summary}"
+        f"`{results['base_model']}` fine-tuned {task} on `{results['dataset']}`, with "
+        f"**{results['method'].replace('_', ' ')}**: {method_summary}"
     )
 
 
-def _metrics_table(metrics: dict) -> str:
-    rows = [f"| {label} | {metrics[key]:.4f} |" for key, label in METRIC_NAMES.items() if key in metrics]
-    return "\n".join(["| metric | value |", "|---|---|", *rows])
+def _metrics_table(results: dict) -> str:
+    metrics, names = results["metrics"], dict(METRIC_NAMES)
+    if _is_multi_label(results):
+        names["accuracy"] = "Subset accuracy (every label of a text right)"
+    rows = [f"| {label} | {metrics[key]:.4f} |" for key, label in names.items() if key in metrics]
+    table = "\n".join(["| metric | value |", "|---|---|", *rows])
+    if _is_multi_label(results):
+        table += f"\n\nA label is predicted when its probability (sigmoid) is at least {results['threshold']}."
+    return table
+
+
+def _imbalance(results: dict) -> str:
+    """When the training labels are imbalanced, say so and point at the per-label F1, which accuracy hides; and
+    the loss weights, when --class_weight gave some."""
+    counts, n = results.get("train_label_counts") or {}, results["num_train_samples"]
+    weights = results.get("class_weights")
+    lines = []
+    if counts and min(counts.values()) / n < IMBALANCE_SHARE:
+        rarest = min(counts, key=counts.get)
+        lines.append(
+            f"The training labels are imbalanced: `{rarest}` is on {counts[rarest]} of {n} texts "
+            f"({100 * counts[rarest] / n:.1f}%), so the F1 of each label below says more than accuracy."
+        )
+        if not weights:
+            lines.append("The loss was not weighted (`--class_weight balanced` would weigh it against the imbalance).")
+    if weights:
+        lines.append(
+            "The loss was weighted per label: " + ", ".join(f"`{k}` {w:.3g}" for k, w in weights.items()) + "."
+        )
+    return " ".join(lines)
 
 
 def _per_class_table(metrics: dict) -> str:
@@ -136,12 +177,27 @@ def _per_class_table(metrics: dict) -> str:
     return "\n".join(["| label | precision | recall | F1 | support |", "|---|---|---|---|---|", *rows])
 
 
-def _usage(repo_id: str, library_name: str) -> str:
+def _usage(repo_id: str, library_name: str, threshold: float | None = None) -> str:
+    """How to call the model; a multi-label one (with its `threshold`) returns a score or a 0/1 for every label."""
+    if library_name == "setfit" and threshold is not None:
+        return (
+            "```python\nfrom setfit import SetFitModel\n\n"
+            f'model = SetFitModel.from_pretrained("{repo_id}")\n'
+            '[probabilities] = model.predict_proba(["What a great movie!"])  # per label, as in model.labels\n'
+            f"print([label for label, p in zip(model.labels, probabilities) if p >= {threshold}])\n```"
+        )
     if library_name == "setfit":
         return (
             "```python\nfrom setfit import SetFitModel\n\n"
             f'model = SetFitModel.from_pretrained("{repo_id}")\n'
             'print(model.predict(["What a great movie!"]))\n```'
+        )
+    if threshold is not None:
+        return (
+            "```python\nfrom transformers import pipeline\n\n"
+            f'classifier = pipeline("text-classification", model="{repo_id}", top_k=None)\n'
+            'scores = classifier("What a great movie!")  # a sigmoid probability for every label\n'
+            f'print([s["label"] for s in scores if s["score"] >= {threshold}])\n```'
         )
     return (
         "```python\nfrom transformers import pipeline\n\n"
@@ -199,7 +255,9 @@ _TEMPLATE = """---
 ## Results on the {{ eval_split }} split
 
 {{ metrics_table }}
-
+{% if imbalance %}
+{{ imbalance }}
+{% endif %}
 {{ per_class_table }}
 
 ## How to use

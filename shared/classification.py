@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 from datasets import DatasetDict
 from transformers import (
     AutoConfig,
@@ -23,9 +24,24 @@ from transformers import (
 
 from shared.args import DataArguments, ModelArguments
 from shared.card import card_details, widget_texts
-from shared.data import dataset_source, eval_split_name, label_names
+from shared.data import (
+    class_weights,
+    dataset_source,
+    eval_split_name,
+    is_multi_label,
+    label_names,
+    label_setup,
+    with_multi_hot_labels,
+)
 from shared.hub import PUSH_IGNORE, HubTarget, load_pretrained
-from shared.metrics import classification_metrics, trainer_compute_metrics
+from shared.metrics import (
+    MULTI_LABEL,
+    classification_metrics,
+    multi_label_metrics,
+    over_threshold,
+    sigmoid,
+    trainer_compute_metrics,
+)
 from shared.publish import publish
 from shared.results import build_results, count_parameters
 from shared.training import (
@@ -74,21 +90,26 @@ def train_classifier(
     """Train a sequence classifier from `model_args`' encoder on `splits`, evaluate it, save it to
     output_dir with its card and results.json, and publish it to `target` when given. Returns the results."""
     names = label_names(splits)
+    multi_label = is_multi_label(splits)
+    # A multi-label model decides each label by its own sigmoid against the threshold; one label: the argmax.
+    threshold = data_args.threshold if multi_label else None
     tokenizer = load_pretrained(AutoTokenizer, model_args.model_name_or_path, model_args.model_revision)
     config = load_pretrained(AutoConfig, model_args.model_name_or_path, model_args.model_revision)
     max_length = max_length_for(data_args.max_seq_length, tokenizer, config)
     with training_args.main_process_first(desc="tokenizing"):
-        tokenized = tokenize_splits(splits, tokenizer, max_length)
+        tokenized = tokenize_splits(with_multi_hot_labels(splits) if multi_label else splits, tokenizer, max_length)
 
     # Seed before building the model, so the new head starts from the same weights on every run.
     set_seed(training_args.seed)
-    model = load_classifier(model_args.model_name_or_path, model_args.model_revision, names)
+    model = load_classifier(model_args.model_name_or_path, model_args.model_revision, names, multi_label)
     details = method.prepare_model(model) if method.prepare_model else {}
     trainable_params, total_params = count_parameters(model)
 
     keep_logs_in(training_args.output_dir)
-    stopping = early_stopping(training_args, best_model_metric(training_args.metric_for_best_model, len(names)))
-    trainer = classifier_trainer(model, tokenizer, tokenized, training_args, callbacks=stopping)
+    metric = best_model_metric(training_args.metric_for_best_model, len(names), multi_label)
+    stopping = early_stopping(training_args, metric)
+    weights = class_weights(splits, data_args.class_weight)
+    trainer = classifier_trainer(model, tokenizer, tokenized, training_args, threshold, weights, callbacks=stopping)
     output = run_training(trainer, method.run, training_args.resume_from_checkpoint)
     runtime = method.earlier_runtime_s + output.metrics["train_runtime"]
     samples = method.earlier_samples + output.metrics["train_samples_per_second"] * output.metrics["train_runtime"]
@@ -100,7 +121,7 @@ def train_classifier(
         label_names=names,
         num_train_samples=len(splits["train"]),
         eval_split=eval_split,
-        metrics=evaluate_classifier(trainer, tokenized[eval_split], names),
+        metrics=evaluate_classifier(trainer, tokenized[eval_split], names, threshold),
         train_runtime_s=runtime,
         train_samples_per_second=samples / runtime,
         trainable_params=trainable_params,
@@ -110,6 +131,7 @@ def train_classifier(
         num_processes=training_args.world_size,
         method_details={**details, **method.details},
         early_stopping=early_stopping_summary(trainer.state, training_args),
+        **label_setup(splits, data_args),
     )
 
     save_final_model(trainer, training_args.output_dir)
@@ -139,9 +161,10 @@ def tokenize_splits(splits: DatasetDict, tokenizer: PreTrainedTokenizerBase, max
     )
 
 
-def load_classifier(model_name_or_path: str, revision: str, label_names: list[str]):
+def load_classifier(model_name_or_path: str, revision: str, label_names: list[str], multi_label: bool = False):
     """The encoder with a new classification head whose id2label/label2id carry the dataset's label names,
-    so `pipeline("text-classification")` on the saved model answers with names, not LABEL_0."""
+    so `pipeline("text-classification")` on the saved model answers with names, not LABEL_0. A multi-label
+    model's config says so: transformers then trains it with BCE and the pipeline scores with a sigmoid."""
     return load_pretrained(
         AutoModelForSequenceClassification,
         model_name_or_path,
@@ -149,20 +172,29 @@ def load_classifier(model_name_or_path: str, revision: str, label_names: list[st
         num_labels=len(label_names),
         id2label=dict(enumerate(label_names)),
         label2id={name: i for i, name in enumerate(label_names)},
+        **({"problem_type": MULTI_LABEL} if multi_label else {}),
     )
 
 
-def best_model_metric(metric: str | None, num_labels: int) -> str:
+def best_model_metric(metric: str | None, num_labels: int, multi_label: bool) -> str:
     """What --metric_for_best_model names in the Trainer's evaluation logs. f1, the default, is the F1 that
-    results.json reports: binary F1 for two labels, macro F1 for more (binary F1 exists for two labels only)."""
+    results.json reports: binary F1 for two labels, macro F1 for more or for sets of labels (binary F1 exists for
+    one label of two only)."""
     metric = (metric or "f1").removeprefix("eval_")
-    return "f1_macro" if metric == "f1" and num_labels > 2 else metric
+    return "f1_macro" if metric == "f1" and (num_labels > 2 or multi_label) else metric
 
 
 def classifier_trainer(
-    model, tokenizer, tokenized: DatasetDict, training_args: TrainingArguments, callbacks: list | None = None
+    model,
+    tokenizer,
+    tokenized: DatasetDict,
+    training_args: TrainingArguments,
+    threshold: float | None = None,
+    weights: list[float] | None = None,
+    callbacks: list | None = None,
 ) -> Trainer:
-    """A Trainer on train, evaluating on validation, with batches padded only as far as their longest text."""
+    """A Trainer on train, evaluating on validation, with batches padded only as far as their longest text;
+    multi-label when given a `threshold`, with the loss weighted per label when given `weights`."""
     return Trainer(
         model=model,
         args=training_args,
@@ -173,14 +205,42 @@ def classifier_trainer(
         data_collator=DataCollatorWithPadding(
             tokenizer, pad_to_multiple_of=8 if training_args.mixed_precision != "no" else None
         ),
-        compute_metrics=trainer_compute_metrics(model.config.num_labels),
+        compute_metrics=trainer_compute_metrics(model.config.num_labels, threshold),
+        compute_loss_func=weighted_loss(weights, multi_label=threshold is not None) if weights else None,
         callbacks=callbacks,
     )
 
 
-def evaluate_classifier(trainer: Trainer, dataset, label_names: list[str]) -> dict:
-    """Full metrics (per class and confusion matrix included) of the trained model on `dataset`."""
+def weighted_loss(weights: list[float], multi_label: bool) -> Callable:
+    """A `compute_loss_func` for transformers' Trainer: the model's own loss (cross-entropy, or BCE for multi-label)
+    with a weight per label (multi-label: on that label's positives, BCE's pos_weight).
+
+    The Trainer passes the number of labels in the whole accumulated batch and takes the loss as already scaled
+    for gradient accumulation, so the loss is a sum over that count, not a per-batch mean."""
+    weight = torch.tensor(weights)
+
+    def loss(outputs, labels, num_items_in_batch=None):
+        logits = outputs["logits"]
+        if multi_label:
+            losses = torch.nn.functional.binary_cross_entropy_with_logits(
+                logits, labels.to(logits.dtype), pos_weight=weight.to(logits.device, logits.dtype), reduction="none"
+            )
+        else:
+            losses = torch.nn.functional.cross_entropy(
+                logits, labels, weight=weight.to(logits.device, logits.dtype), reduction="none"
+            )
+        return losses.sum() / num_items_in_batch if num_items_in_batch is not None else losses.mean()
+
+    return loss
+
+
+def evaluate_classifier(trainer: Trainer, dataset, label_names: list[str], threshold: float | None = None) -> dict:
+    """Full metrics (per class and, for one label per text, the confusion matrix) of the trained model on
+    `dataset`; multi-label when given the decision `threshold`."""
     output = trainer.predict(dataset, metric_key_prefix="eval")
+    if threshold is not None:
+        predicted = over_threshold(sigmoid(output.predictions), threshold)
+        return multi_label_metrics(output.label_ids.astype(int), predicted, label_names)
     return classification_metrics(output.label_ids, np.argmax(output.predictions, axis=-1), label_names)
 
 

@@ -23,6 +23,7 @@ from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassificatio
 
 from shared.errors import InputError
 from shared.hub import load_pretrained, load_sentence_transformer
+from shared.metrics import MULTI_LABEL
 from shared.results import RESULTS_FILE
 from shared.setfit_head import HEAD_FILE, PortableHead
 
@@ -57,10 +58,15 @@ def readable_name(source: str) -> str:
     return source
 
 
+# How a multi-label prediction's labels are joined into one string: in `Prediction.label` and the app's batch CSVs.
+LABEL_SEPARATOR = ";"
+
+
 @dataclass
 class Prediction:
-    label: str
+    label: str  # multi-label: the labels joined by LABEL_SEPARATOR, "" when none reaches the threshold
     scores: dict[str, float]
+    labels: list[str] = field(default_factory=list)  # every label predicted: one, or (multi-label) any number
 
 
 @dataclass
@@ -74,19 +80,28 @@ class Predictor:
     info: dict = field(default_factory=dict)
     _probabilities: object = field(default=None, repr=False)
 
+    @property
+    def threshold(self) -> float | None:
+        """A multi-label model's decision threshold, from its results.json; None for one label per text."""
+        if self.info.get("problem_type") != MULTI_LABEL:
+            return None
+        return self.info.get("threshold") or 0.5
+
     def predict(self, texts: list[str], batch_size: int = 32) -> list[Prediction]:
         if not texts:
             return []
         probabilities = np.concatenate(
             [self._probabilities(texts[i : i + batch_size]) for i in range(0, len(texts), batch_size)]
         )
-        return [
-            Prediction(
-                label=self.labels[int(row.argmax())],
-                scores={label: float(p) for label, p in zip(self.labels, row, strict=True)},
-            )
-            for row in probabilities
-        ]
+        predictions = []
+        for row in probabilities:
+            if self.threshold is None:
+                labels = [self.labels[int(row.argmax())]]
+            else:  # every label whose own (sigmoid) probability reaches the threshold
+                labels = [label for label, p in zip(self.labels, row, strict=True) if p >= self.threshold]
+            scores = {label: float(p) for label, p in zip(self.labels, row, strict=True)}
+            predictions.append(Prediction(LABEL_SEPARATOR.join(labels), scores, labels))
+        return predictions
 
     def timed_predict(self, texts: list[str]) -> tuple[list[Prediction], float]:
         """Predictions and the wall time they took, in milliseconds."""
@@ -191,7 +206,10 @@ def _transformers(folder: str):
     @torch.inference_mode()
     def probabilities(texts: list[str]) -> np.ndarray:
         batch = tokenizer(texts, truncation=True, padding=True, return_tensors="pt").to(device)
-        return torch.softmax(model(**batch).logits.float(), dim=-1).cpu().numpy()
+        logits = model(**batch).logits.float()
+        # A multi-label model scores each label on its own, as transformers' pipeline does.
+        multi_label = model.config.problem_type == MULTI_LABEL
+        return (torch.sigmoid(logits) if multi_label else torch.softmax(logits, dim=-1)).cpu().numpy()
 
     return labels, probabilities
 

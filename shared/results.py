@@ -30,10 +30,17 @@ def build_results(
     num_processes: int = 1,
     method_details: dict | None = None,
     early_stopping: dict | None = None,
+    problem_type: str = "single_label_classification",
+    threshold: float | None = None,
+    train_label_counts: dict[str, int] | None = None,
+    class_weights: dict[str, float] | None = None,
 ) -> dict:
     """The results of one run. Cost figures are read here, right after training, on the calling process.
+
     `early_stopping` (shared.training.early_stopping_summary), with --early_stopping_patience: where training
-    stopped (stopped_at_step of max_steps) and which step's weights the model holds (best_step); else null."""
+    stopped (stopped_at_step of max_steps) and which step's weights the model holds (best_step); else null.
+    `problem_type` is transformers' name for one label per text or a set of them (multi_label_classification);
+    a multi-label model predicts each label whose probability reaches `threshold`, which the app reads here."""
     reference, on_hub = model_reference(base_model)
     return {
         "method": method,
@@ -41,6 +48,10 @@ def build_results(
         "base_model_on_hub": on_hub,
         "dataset": dataset,
         "labels": label_names,
+        "problem_type": problem_type,
+        "threshold": threshold,
+        "train_label_counts": train_label_counts,
+        "class_weights": class_weights,
         "num_train_samples": num_train_samples,
         "eval_split": eval_split,
         "metrics": metrics,

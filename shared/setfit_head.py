@@ -15,16 +15,23 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from setfit.modeling import SetFitHead
 from sklearn.linear_model import LogisticRegression
+from sklearn.multiclass import OneVsRestClassifier
 
 HEAD_FILE = "model_head.safetensors"
 
 
 def save_portable_head(head, folder: str) -> str:
-    """Write `head` (a LogisticRegression or a SetFitHead) to folder/model_head.safetensors."""
+    """Write `head` (a LogisticRegression, one per label in a OneVsRestClassifier, or a SetFitHead) to
+    folder/model_head.safetensors."""
     if isinstance(head, LogisticRegression):
         weight, bias = head.coef_, head.intercept_
         metadata = {"head_type": "logistic_regression", "activation": "sigmoid" if len(weight) == 1 else "softmax"}
         classes = head.classes_.tolist()
+    elif isinstance(head, OneVsRestClassifier):  # multi-label: one binary logistic regression per label
+        weight = np.concatenate([estimator.coef_ for estimator in head.estimators_])
+        bias = np.concatenate([estimator.intercept_ for estimator in head.estimators_])
+        metadata = {"head_type": "one_vs_rest_logistic_regression", "activation": "multi_sigmoid"}
+        classes = list(range(len(weight)))
     elif isinstance(head, SetFitHead):
         weight = head.linear.weight.detach().cpu().numpy()
         bias = head.linear.bias.detach().cpu().numpy() if head.linear.bias is not None else np.zeros(len(weight))

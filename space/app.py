@@ -32,6 +32,7 @@ from matplotlib.ticker import LogFormatter
 
 from shared.errors import CliError
 from shared.inference import (
+    LABEL_SEPARATOR,
     FillMasker,
     ModelSpec,
     Predictor,
@@ -40,7 +41,7 @@ from shared.inference import (
     load_predictor,
     readable_name,
 )
-from shared.metrics import classification_metrics
+from shared.metrics import classification_metrics, multi_label_metrics
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MODELS_FILE = os.path.join(HERE, "models.yaml")
@@ -56,6 +57,7 @@ MAX_QUEUE = 32
 # that is generous for a base-size encoder on texts of MAX_TEXT_CHARS (500 rows x 4 models: 110 s).
 GPU_ATTACH_S = 10
 GPU_S_PER_TEXT = 0.05
+NO_LABEL = "(none)"  # a multi-label model's answer when no label reaches its threshold
 ON_ZERO_GPU = spaces is not None and spaces.config.Config.zero_gpu
 EXAMPLES = [
     "What a horrible movie!",
@@ -194,9 +196,25 @@ def compare(models: list, text: str) -> list[dict]:
             answers.append({"model": model.name, "error": f"{type(err).__name__}: {err}"})
             continue
         answers.append(
-            {"model": model.name, "label": prediction.label, "scores": prediction.scores, "latency_ms": latency_ms}
+            {
+                "model": model.name,
+                "label": prediction.label or NO_LABEL,  # multi-label: every label over the threshold, joined
+                "labels": prediction.labels,
+                "scores": prediction.scores,  # multi-label: each label's own probability; they need not sum to 1
+                "threshold": model.threshold,  # None: one label per text
+                "latency_ms": latency_ms,
+            }
         )
     return answers
+
+
+def panel_note(answer: dict) -> str:
+    """The line under a model's scores: its latency, and for a multi-label model every label over its threshold
+    (gr.Label's headline shows only the likeliest one)."""
+    latency = f"{answer['latency_ms']:.0f} ms"
+    if answer["threshold"] is None:
+        return latency
+    return f"**{html.escape(answer['label'])}** (every label ≥ {answer['threshold']}) · {latency}"
 
 
 def agreement(answers: list[dict]) -> str:
@@ -253,7 +271,8 @@ def leaderboard_plot(rows: list[dict]):
 
 
 def read_batch(path: str) -> tuple[list[str], list[str] | None]:
-    """Texts (and labels, if the file has a `label` column) of an uploaded CSV with a `text` column."""
+    """Texts (and labels, if the file has a `label` column) of an uploaded CSV with a `text` column. For
+    multi-label models a label cell holds a text's labels joined by LABEL_SEPARATOR (`praise;acting`)."""
     try:
         with open(path, newline="", encoding="utf-8") as f:
             rows = list(csv.DictReader(f))
@@ -291,6 +310,9 @@ def evaluate_batch(models: list, texts: list[str], labels: list[str] | None, pre
     for model in models:
         if isinstance(model, BrokenModel):
             scores.append({"model": model.name, "error": model.error})
+        elif labels and model.threshold is not None:  # multi-label: subset accuracy, macro and micro F1
+            metrics = _label_set_metrics(labels, predicted[model.name], model.labels)
+            scores.append({"model": model.name, **metrics})
         elif labels:
             metrics = _label_metrics(labels, predicted[model.name], model.labels)
             scores.append({"model": model.name, "accuracy": metrics["accuracy"], "F1": metrics["f1"]})
@@ -314,6 +336,32 @@ def _label_metrics(labels: list[str], predictions: list[str], names: list[str]) 
         "accuracy": round(metrics["accuracy"], 4),
         "f1": round(f1, 4),
         "confusion_matrix": metrics["confusion_matrix"],
+    }
+
+
+def _label_set_metrics(labels: list[str], predictions: list[str], names: list[str]) -> dict:
+    """Multi-label metrics against the file's label sets (LABEL_SEPARATOR-joined). A label the model does not know
+    becomes "(other)", a label it can never predict."""
+    true_sets, predicted_sets = (
+        [{label.strip() for label in cell.split(LABEL_SEPARATOR) if label.strip()} for cell in column]
+        for column in (labels, predictions)
+    )
+    if any(set(true) - set(names) for true in true_sets):
+        names = [*names, "(other)"]
+    columns = {name: i for i, name in enumerate(names)}
+
+    def matrix(label_sets):
+        rows = [[0] * len(names) for _ in label_sets]
+        for row, label_set in zip(rows, label_sets, strict=True):
+            for label in label_set:
+                row[columns.get(label, len(names) - 1)] = 1
+        return rows
+
+    metrics = multi_label_metrics(matrix(true_sets), matrix(predicted_sets), names)
+    return {
+        "accuracy": round(metrics["accuracy"], 4),
+        "F1": round(metrics["f1_macro"], 4),
+        "F1 (micro)": round(metrics["f1_micro"], 4),
     }
 
 
@@ -364,7 +412,7 @@ def build_demo(models: Models) -> gr.Blocks:
             if "error" in answer:
                 outputs += [None, f"⚠️ could not answer: {html.escape(answer['error'][:300])}"]
             else:
-                outputs += [answer["scores"], f"{answer['latency_ms']:.0f} ms"]
+                outputs += [answer["scores"], panel_note(answer)]
         return outputs
 
     def batch_for_api(path: str):
@@ -409,7 +457,9 @@ def build_demo(models: Models) -> gr.Blocks:
             gr.Plot(leaderboard_plot(rows), elem_id="leaderboard-plot")
         with gr.Tab("Batch"):
             gr.Markdown(
-                f"A CSV with a `text` column and optionally `label`, at most {MAX_BATCH_ROWS} rows and {MAX_UPLOAD}."
+                f"A CSV with a `text` column and optionally `label`, at most {MAX_BATCH_ROWS} rows and {MAX_UPLOAD}. "
+                f"For multi-label models, join a text's labels with `{LABEL_SEPARATOR}` (`praise{LABEL_SEPARATOR}"
+                "acting`); they are scored by subset accuracy (every label right), macro F1 and micro F1."
             )
             upload = gr.File(label="CSV file", file_types=[".csv"], type="filepath")
             evaluate = gr.Button("Evaluate", variant="primary")

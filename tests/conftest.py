@@ -13,7 +13,14 @@ from huggingface_hub import constants
 from hub_server import HubServer
 from shared.args import DataArguments, ModelArguments, RecipeTrainingArguments
 from shared.inference import ModelSpec
-from tiny import FAMILIES, build_tiny_encoder, build_tiny_sentence_transformer, write_reviews_csv
+from tiny import (
+    FAMILIES,
+    build_tiny_encoder,
+    build_tiny_sentence_transformer,
+    write_imbalanced_reviews_csv,
+    write_reviews_csv,
+    write_tagged_reviews_csv,
+)
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from the app under test
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -46,6 +53,27 @@ def reviews(tmp_path_factory) -> dict[str, str]:
     return {
         split: write_reviews_csv(str(root / f"{split}.csv"), n, seed)
         for split, n, seed in (("train", 48, 0), ("validation", 16, 1), ("test", 16, 2))
+    }
+
+
+@pytest.fixture(scope="session")
+def tagged_reviews(tmp_path_factory) -> dict[str, str]:
+    """Multi-label train/validation/test CSVs: columns `review` and `tags` (praise, complaint, acting; joined by ;)."""
+    root = tmp_path_factory.mktemp("tagged")
+    return {
+        split: write_tagged_reviews_csv(str(root / f"{split}.csv"), n, seed)
+        for split, n, seed in (("train", 64, 0), ("validation", 16, 1), ("test", 24, 2))
+    }
+
+
+@pytest.fixture(scope="session")
+def imbalanced_reviews(tmp_path_factory) -> dict[str, str]:
+    """Train/validation/test CSVs of reviews, one in ten positive (train: 19 of 195, under 10%), columns as in
+    `reviews`."""
+    root = tmp_path_factory.mktemp("imbalanced")
+    return {
+        split: write_imbalanced_reviews_csv(str(root / f"{split}.csv"), n, seed)
+        for split, n, seed in (("train", 195, 0), ("validation", 20, 1), ("test", 40, 2))
     }
 
 

@@ -120,3 +120,42 @@ def write_reviews_csv(path: str, n: int, seed: int, label_names=("negative", "po
             positive = i % 2 == 1
             writer.writerow([review(rng, positive), label_names[int(positive)], "tiny"])
     return path
+
+
+def write_imbalanced_reviews_csv(path: str, n: int, seed: int, minority_every: int = 10) -> str:
+    """`n` reviews where one in `minority_every` is positive (9:1 by default), columns as write_reviews_csv's."""
+    rng = random.Random(seed)
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["review", "sentiment", "source"])
+        for i in range(n):
+            positive = i % minority_every == minority_every - 1
+            writer.writerow([review(rng, positive), "positive" if positive else "negative", "tiny"])
+    return path
+
+
+# Multi-label tags of a tiny review, each shown by its own words: praise and complaint by sentiment words, acting
+# by the words about the cast.
+TAGS = {"praise": POSITIVE, "complaint": NEGATIVE, "acting": ["acting", "cast"]}
+
+
+def tagged_review(rng: random.Random) -> tuple[str, list[str]]:
+    """A short review and its tags (one or more of TAGS), each tag's words in the text."""
+    tags = [tag for tag in TAGS if rng.random() < 0.5] or [rng.choice(list(TAGS))]
+    words = rng.sample([w for w in FILLER if w not in TAGS["acting"]], 4)
+    for tag in tags:
+        words += rng.sample(TAGS[tag], 2)
+    rng.shuffle(words)
+    return " ".join(words), tags
+
+
+def write_tagged_reviews_csv(path: str, n: int, seed: int, delimiter: str = ";") -> str:
+    """`n` multi-label reviews, columns `review` and `tags` (the tags joined by `delimiter`)."""
+    rng = random.Random(seed)
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["review", "tags"])
+        for _ in range(n):
+            text, tags = tagged_review(rng)
+            writer.writerow([text, delimiter.join(tags)])
+    return path

@@ -32,13 +32,16 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Literal
 
 import numpy as np
 import setfit
+import torch
 from setfit import SetFitModel
 from setfit.modeling import SetFitHead
 from sklearn.linear_model import LogisticRegression
+from sklearn.multiclass import OneVsRestClassifier
 from transformers import TrainerCallback, set_seed
 
 from shared.args import (
@@ -50,10 +53,20 @@ from shared.args import (
     with_defaults,
 )
 from shared.card import card_details, widget_texts
-from shared.data import dataset_source, eval_split_name, label_names, load_labeled_data
+from shared.data import (
+    class_weights,
+    dataset_source,
+    eval_split_name,
+    is_multi_label,
+    label_matrix,
+    label_names,
+    label_setup,
+    load_labeled_data,
+    with_multi_hot_labels,
+)
 from shared.errors import InputError, exit_on_cli_error
 from shared.hub import load_sentence_transformer, preflight
-from shared.metrics import classification_metrics
+from shared.metrics import classification_metrics, multi_label_metrics, over_threshold
 from shared.publish import publish
 from shared.results import build_results, count_parameters
 from shared.setfit_head import save_portable_head
@@ -104,6 +117,8 @@ SetFitTrainingArguments = common_training_arguments(
     num_train_epochs=3.0,
     eval_strategy="no",
 )
+# Multi-label data: one logistic regression (or one sigmoid of the differentiable head) per label.
+MULTI_TARGET_STRATEGY = "one-vs-rest"
 # Shared flags that SetFit cannot honour, and why: an error rather than silently ignored.
 REFUSED = {"--resume_from_checkpoint": "setfit's Trainer cannot resume a run; start it again without this flag"}
 
@@ -121,15 +136,41 @@ class PairShare(TrainerCallback):
         )  # fmt: skip
 
 
-def build_model(model_args: ModelArguments, args: SetFitArguments, names: list[str]) -> SetFitModel:
+def build_model(
+    model_args: ModelArguments,
+    args: SetFitArguments,
+    names: list[str],
+    multi_label: bool = False,
+    class_weight: str | None = None,
+    weights: list[float] | None = None,
+) -> SetFitModel:
     """Body from the Hub or a folder; a new head. The body is loaded alone so that a base model which is itself a
-    SetFit repo never has its pickled head unpickled."""
+    SetFit repo never has its pickled head unpickled.
+
+    Multi-label: setfit's one-vs-rest strategy. --class_weight (`class_weight`, as `weights` per label id) weighs
+    the head: scikit-learn's class_weight for the logistic head, a weighted loss for the differentiable one."""
+    if multi_label and args.head_type == "logistic" and class_weight not in (None, "balanced"):
+        raise InputError(
+            "--class_weight with weights per label name cannot weigh a multi-label logistic head (one-vs-rest fits "
+            "one model for all labels alike): use --class_weight balanced or --head_type differentiable"
+        )
     body = load_sentence_transformer(model_args.model_name_or_path, model_args.model_revision)
     if args.head_type == "differentiable":
-        head = SetFitHead(in_features=body.get_sentence_embedding_dimension(), out_features=len(names))
+        dimension = body.get_sentence_embedding_dimension()
+        head = SetFitHead(in_features=dimension, out_features=len(names), multitarget=multi_label)
+        if weights:  # setfit trains the head with get_loss_fn()'s loss: BCE for multi-label, else cross-entropy
+            weight = torch.tensor(weights, device=head.device)
+            head.get_loss_fn = (
+                partial(torch.nn.BCEWithLogitsLoss, pos_weight=weight)
+                if multi_label
+                else partial(torch.nn.CrossEntropyLoss, weight=weight)
+            )
+    elif multi_label:  # each label's own yes/no regression, balanced within it
+        head = OneVsRestClassifier(LogisticRegression(max_iter=1000, class_weight=class_weight))
     else:
-        head = LogisticRegression(max_iter=1000)
-    return SetFitModel(model_body=body, model_head=head, labels=names)
+        head = LogisticRegression(max_iter=1000, class_weight=dict(enumerate(weights)) if weights else None)
+    strategy = MULTI_TARGET_STRATEGY if multi_label else None
+    return SetFitModel(model_body=body, model_head=head, labels=names, multi_target_strategy=strategy)
 
 
 # What main() takes, in order; the command line parses into these.
@@ -147,10 +188,12 @@ def main(
     prepare_output_dir(training_args.output_dir, training_args.overwrite_output_dir, resuming=False)
     splits = load_labeled_data(data_args, training_args.seed)
     names = label_names(splits)
+    multi_label = is_multi_label(splits)
 
     # Seed before building the model, so the head starts from the same weights on every run.
     set_seed(training_args.seed)
-    model = build_model(model_args, setfit_args, names)
+    weights = class_weights(splits, data_args.class_weight)
+    model = build_model(model_args, setfit_args, names, multi_label, data_args.class_weight, weights)
     # Naming the data keeps setfit's model card from searching the Hub's dataset list for it; the card we
     # publish is our own (shared.card), written over setfit's at the end with setfit's sections inside.
     model.model_card_data.dataset_id = dataset_source(data_args)
@@ -163,19 +206,21 @@ def main(
         os.environ["ACCELERATE_MIXED_PRECISION"] = "bf16"
     keep_logs_in(training_args.output_dir)
     stopping = early_stopping(training_args, BODY_METRIC)
+    # Multi-label heads (and setfit's pair sampler) take each text's labels as 0/1 per label.
+    data = with_multi_hot_labels(splits) if multi_label else splits
     guard = TrainingGuard({"method": METHOD})
     trainer = setfit.Trainer(
         model=model,
         args=setfit_training_arguments(training_args, setfit_args),
-        train_dataset=splits["train"],
-        eval_dataset=splits["validation"],  # drawn into pairs only when --eval_strategy asks for evaluations
+        train_dataset=data["train"],
+        eval_dataset=data["validation"],  # drawn into pairs only when --eval_strategy asks for evaluations
         callbacks=[guard, PairShare(), *stopping],
     )
     check_launch(trainer)
     # setfit's Trainer.train() in its two steps: the body on every process (data-parallel when launched on
     # several), then the head on the main process only.
-    train = trainer.dataset_to_parameters(splits["train"])
-    validation = trainer.dataset_to_parameters(splits["validation"])
+    train = trainer.dataset_to_parameters(data["train"])
+    validation = trainer.dataset_to_parameters(data["validation"])
     is_main = trainer.st_trainer.is_world_process_zero()
     start = time.perf_counter()
     with stop_on_signals(guard):
@@ -197,7 +242,11 @@ def main(
     )
     check_finite_probabilities(probabilities)  # a diverged head, logistic or differentiable
     # The columns are label ids 0..n-1: the head was fitted on examples of every label.
-    metrics = classification_metrics(list(splits[eval_split]["label"]), probabilities.argmax(axis=-1), names)
+    if multi_label:
+        predicted = over_threshold(probabilities, data_args.threshold)
+        metrics = multi_label_metrics(label_matrix(splits[eval_split]).astype(int), predicted, names)
+    else:
+        metrics = classification_metrics(list(splits[eval_split]["label"]), probabilities.argmax(axis=-1), names)
     results = build_results(
         method=METHOD,
         base_model=model_args.model_name_or_path,
@@ -225,6 +274,7 @@ def main(
             "max_seq_length": max_length,
             "mixed_precision": trainer.st_trainer.args.mixed_precision,
             "processes": trainer.st_trainer.args.world_size,
+            "multi_target_strategy": model.multi_target_strategy,
         },
         method_details={
             "head": setfit_args.head_type,
@@ -234,8 +284,10 @@ def main(
         },
         num_processes=trainer.st_trainer.args.world_size,
         early_stopping=early_stopping_summary(trainer.st_trainer.state, training_args),
+        **label_setup(splits, data_args),
     )
 
+    vars(model.model_head).pop("get_loss_fn", None)  # a weighted loss was for training: save setfit's own head
     model.save_pretrained(training_args.output_dir)
     save_portable_head(model.model_head, training_args.output_dir)
     card = card_details(
@@ -313,6 +365,8 @@ def head_and_body_parameters(model: SetFitModel) -> int:
     head = model.model_head
     if isinstance(head, LogisticRegression):
         head_params = head.coef_.size + head.intercept_.size
+    elif isinstance(head, OneVsRestClassifier):  # multi-label: one regression per label
+        head_params = sum(e.coef_.size + e.intercept_.size for e in head.estimators_)
     else:
         head_params = count_parameters(head)[1]
     return count_parameters(model.model_body)[1] + head_params
