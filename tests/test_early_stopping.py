@@ -102,7 +102,7 @@ def test_mlm_then_classify_stops_its_classifier_only(tiny_bert, data_args, plate
         ("full_finetune", ["--eval_strategy", "no"], ["needs evaluations during training, but --eval_strategy is no"]),
         ("full_finetune", ["--metric_for_best_model", "f2", "--save_strategy", "steps", "--save_steps", "5",
                            "--eval_strategy", "steps", "--eval_steps", "2"],
-         ["--metric_for_best_model f2: not a metric of this method; use one of f1, f1_macro, accuracy, loss",
+         ["--metric_for_best_model f2: not a metric of this method; use one of f1, f1_macro, f1_micro, accuracy, loss",
           "--save_strategy steps does not save at every evaluation (--eval_strategy steps, --eval_steps 2, "
           "--save_steps 5)"]),
         ("full_finetune", ["--early_stopping_patience", "0"], ["--early_stopping_patience 0: must be 1 or more"]),
