@@ -51,6 +51,7 @@ from shared.metrics import classification_metrics
 from shared.publish import publish
 from shared.results import build_results, count_parameters
 from shared.setfit_head import save_portable_head
+from shared.setfit_loss import DistinctTextsCosineSimilarityLoss
 from shared.training import (
     TrainingGuard,
     check_finite,
@@ -230,6 +231,7 @@ def setfit_training_arguments(args: SetFitTrainingArguments, setfit_args: SetFit
     return setfit.TrainingArguments(
         output_dir=args.output_dir,
         num_iterations=setfit_args.num_iterations,
+        loss=DistinctTextsCosineSimilarityLoss,  # setfit's loss, each distinct text of a batch encoded once
         num_epochs=(args.num_train_epochs, setfit_args.head_num_epochs),
         batch_size=(args.per_device_train_batch_size, args.per_device_train_batch_size),
         body_learning_rate=(args.learning_rate, args.learning_rate),
