@@ -7,7 +7,7 @@ TORCH_VERSION ?= 2.13.0
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 PYTEST_ARGS ?=
 
-.PHONY: setup browser test demo compare lint format clean
+.PHONY: setup browser test demo compare bench lint format clean
 
 setup: $(VENV)/.setup-done
 
@@ -63,6 +63,16 @@ browser:
 
 test: lint browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Every benchmarks/<name>.py (files starting with _ are their helpers) runs in turn and writes
+# benchmarks/results/<name>.md; then benchmarks/results.md gets a header and every section. BENCH_ARGS go to each.
+BENCH_ARGS ?=
+bench: setup
+	@set -e; names=""; for script in $$(ls benchmarks/[!_]*.py); do \
+		name=$$(basename $$script .py); names="$$names $$name"; \
+		echo "== $$script"; $(BIN)/python $$script $(BENCH_ARGS); \
+	done; \
+	$(BIN)/python benchmarks/_report.py "make bench$(if $(BENCH_ARGS), BENCH_ARGS='$(BENCH_ARGS)')" $$names
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache .ruff_cache

@@ -149,6 +149,9 @@ class RecipeTrainingArguments(TrainingArguments):
     save_strategy: SaveStrategy | str = _book("save_strategy", "no")
     report_to: None | str | list[str] = _book("report_to", "none")
     train_sampling_strategy: str = _book("train_sampling_strategy", "group_by_length")
+    # Unset: bf16 mixed precision wherever the hardware computes in bf16 (benchmarks/results.md: same accuracy,
+    # faster on such CPUs and GPUs); --bf16 false or --fp16 turns it off.
+    bf16: bool | None = _book("bf16", None)
     # Pinned memory only speeds up copies to a GPU; on a CPU-only machine it is a warning per batch.
     dataloader_pin_memory: bool = _book("dataloader_pin_memory", torch.cuda.is_available)
     overwrite_output_dir: bool = field(
@@ -171,8 +174,23 @@ class RecipeTrainingArguments(TrainingArguments):
 
     def __post_init__(self):
         check_hub_model_id(self.hub_model_id)
+        self.bf16 = bf16_by_default(self.bf16, self.fp16, self.use_cpu)
+        if self.bf16 and not torch.cuda.is_available():
+            self.use_cpu = True  # transformers trains in bf16 on a CPU only when told that it is one
         super().__post_init__()
         check_early_stopping(self, CLASSIFIER_METRICS)
+
+
+def bf16_by_default(bf16: bool | None, fp16: bool, use_cpu: bool = False) -> bool:
+    """--bf16 as given; unset, True where the device computes in bf16 natively (a CUDA GPU that supports it, or a
+    CPU with AVX512-BF16 or AMX) and fp16 was not asked for."""
+    if bf16 is not None:
+        return bf16
+    if fp16:
+        return False
+    if torch.cuda.is_available() and not use_cpu:
+        return torch.cuda.is_bf16_supported()
+    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
 
 
 # The training flags every method takes, with the same meaning: SetFit maps them onto setfit's own arguments.
@@ -243,6 +261,8 @@ def common_training_arguments(
 
     def __post_init__(self):
         check_hub_model_id(self.hub_model_id)
+        if "bf16" in self.__dataclass_fields__:
+            self.bf16 = bf16_by_default(self.bf16, getattr(self, "fp16", False))
         check_early_stopping(self, metrics)
 
     return make_dataclass(class_name, specs, namespace={"__post_init__": __post_init__})

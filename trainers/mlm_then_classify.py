@@ -126,6 +126,25 @@ class MaskingCollator(DataCollatorForLanguageModeling):
         return offsets + padding if self.tokenizer.padding_side == "right" else padding + offsets
 
 
+class MaskedPositionsTrainer(Trainer):
+    """A Trainer whose masked-LM head scores only the masked positions against the vocabulary.
+
+    The head projects every position onto the whole vocabulary (30k words for BERT) while the loss reads only the
+    masked ones (15%): for a small encoder that projection costs about as much as the encoder itself. Here the
+    head's output layer (the model's output embeddings) sees only the masked rows, and the model's own loss runs
+    on their labels: the same loss and gradients (tests/test_benchmarks.py), for a fraction of the head's work.
+    """
+
+    def compute_loss(self, model, inputs, *args, **kwargs):
+        masked = inputs["labels"] != -100
+        decoder = self.accelerator.unwrap_model(model).get_output_embeddings()
+        hook = decoder.register_forward_pre_hook(lambda module, given: (given[0][masked], *given[1:]))
+        try:
+            return super().compute_loss(model, {**inputs, "labels": inputs["labels"][masked]}, *args, **kwargs)
+        finally:
+            hook.remove()
+
+
 def read_domain_texts(train_texts: list[str], mlm_args: MLMArguments, text_column: str) -> list[str]:
     """The training text plus --unlabeled_file, non-empty lines only."""
     texts = list(train_texts)
@@ -211,7 +230,7 @@ def adapt_encoder(
         remove_unused_columns=False,
     )
     keep_logs_in(encoder_dir)
-    trainer = Trainer(
+    trainer = MaskedPositionsTrainer(
         model=model,
         args=mlm_training_args,
         train_dataset=tokenized["train"],

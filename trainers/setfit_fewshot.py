@@ -70,6 +70,7 @@ from shared.metrics import classification_metrics, multi_label_metrics, over_thr
 from shared.publish import publish
 from shared.results import build_results, count_parameters
 from shared.setfit_head import save_portable_head
+from shared.setfit_loss import DistinctTextsCosineSimilarityLoss
 from shared.training import (
     TrainingGuard,
     check_finite,
@@ -315,6 +316,7 @@ def setfit_training_arguments(args: SetFitTrainingArguments, setfit_args: SetFit
     return setfit.TrainingArguments(
         output_dir=args.output_dir,
         num_iterations=setfit_args.num_iterations,
+        loss=DistinctTextsCosineSimilarityLoss,  # setfit's loss, each distinct text of a batch encoded once
         num_epochs=(args.num_train_epochs, setfit_args.head_num_epochs),
         batch_size=(args.per_device_train_batch_size, args.per_device_train_batch_size),
         body_learning_rate=(args.learning_rate, args.learning_rate),
