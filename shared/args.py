@@ -110,6 +110,13 @@ class RecipeTrainingArguments(TrainingArguments):
         default=False,
         metadata={"help": "Clear --output_dir first when it holds files of another run (otherwise: an error)."},
     )
+    export_onnx: bool = field(
+        default=False,
+        metadata={
+            "help": "Also write the final model as int8 ONNX (onnx/model_quantized.onnx, published with it): "
+            "served on CPU by shared.inference about twice as fast."
+        },
+    )
 
     def __post_init__(self):
         check_hub_model_id(self.hub_model_id)
@@ -121,7 +128,7 @@ COMMON_TRAINING_FLAGS = (
     "output_dir", "seed", "num_train_epochs", "max_steps", "learning_rate", "per_device_train_batch_size",
     "per_device_eval_batch_size", "report_to", "logging_steps", "bf16", "fp16", "save_strategy", "save_steps",
     "save_total_limit", "resume_from_checkpoint", "overwrite_output_dir",
-    "push_to_hub", "hub_model_id", "hub_private_repo",
+    "push_to_hub", "hub_model_id", "hub_private_repo", "export_onnx",
 )  # fmt: skip
 
 

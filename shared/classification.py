@@ -26,6 +26,7 @@ from shared.card import card_details, widget_texts
 from shared.data import dataset_source, eval_split_name, label_names
 from shared.hub import PUSH_IGNORE, HubTarget, load_pretrained
 from shared.metrics import classification_metrics, trainer_compute_metrics
+from shared.onnx_export import export_int8
 from shared.publish import publish
 from shared.results import build_results, count_parameters
 from shared.training import keep_logs_in, max_length_for, run_training, save_final_model
@@ -105,6 +106,8 @@ def train_classifier(
 
     save_final_model(trainer, training_args.output_dir)
     if trainer.is_world_process_zero():
+        if training_args.export_onnx:
+            export_int8(training_args.output_dir)
         ignore = [*PUSH_IGNORE, *method.publish_ignore]
         card = card_details(
             model_args, data_args, widget_texts=widget_texts(splits[eval_split]), parent_model=method.parent_model

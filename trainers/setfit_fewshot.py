@@ -48,6 +48,7 @@ from shared.data import dataset_source, eval_split_name, label_names, load_label
 from shared.errors import exit_on_cli_error
 from shared.hub import load_sentence_transformer, preflight
 from shared.metrics import classification_metrics
+from shared.onnx_export import export_int8
 from shared.publish import publish
 from shared.results import build_results, count_parameters
 from shared.setfit_head import save_portable_head
@@ -217,6 +218,8 @@ def main(
 
     model.save_pretrained(training_args.output_dir)
     save_portable_head(model.model_head, training_args.output_dir)
+    if training_args.export_onnx:
+        export_int8(training_args.output_dir)
     card = card_details(
         model_args, data_args, widget_texts=widget_texts(splits[eval_split]), library_sections=setfit_sections(model)
     )
