@@ -4,14 +4,16 @@ they match the weights, and they give the labels that the safetensors weights gi
 import logging
 import os
 import random
+import re
 import shutil
+import sys
 
 import numpy as np
 import pytest
 from huggingface_hub import HfApi
 from safetensors.torch import load_file, save_file
 
-from conftest import USER, load_module, load_trainer, model_args_for
+from conftest import USER, load_module, load_trainer, model_args_for, run_script
 from shared.args import parse_cli
 from shared.inference import ONNX_INT8, TORCH, ModelSpec, Predictor, files_to_load, load_predictor
 from shared.onnx_export import INT8_FILE, RECORD_FILE, export_int8
@@ -135,3 +137,20 @@ def test_the_exported_network_runs_on_every_batch_shape(exported):
     [one] = predictor.predict(["ok"])
     long = predictor.predict(["a long review " * 20] * 5)
     assert sum(one.scores.values()) == pytest.approx(1.0, abs=1e-5) and len(long) == 5
+
+
+def test_the_serving_benchmark_runs_both_paths_side_by_side(tiny_bert, tiny_sentence_transformer, tmp_path):
+    result = run_script(
+        [sys.executable, "benchmarks/serving.py", "--quick", "--model_name_or_path", tiny_bert,
+         "--setfit_model", tiny_sentence_transformer, "--models_dir", str(tmp_path / "models"),
+         "--results_dir", str(tmp_path / "results")]
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    section = (tmp_path / "results" / "serving.md").read_text()
+    assert section in result.stdout
+    assert re.search(r"\| texts x models per second \| \d+ \| \d+ \| [\d.]+x \|", section)
+    assert re.search(r"\| /compare p50 \(ms, one text, four models\) \| [\d.]+ \| [\d.]+ \|", section)
+    for method in TRAINERS:
+        assert re.search(rf"\| {method} \| [\d.]+ \| [\d.]+ \| [\d.]+ \| [\d.]+ \|", section)
+        assert (tmp_path / "models" / method / INT8_FILE).exists()
