@@ -113,8 +113,8 @@ class RecipeTrainingArguments(TrainingArguments):
     export_onnx: bool = field(
         default=False,
         metadata={
-            "help": "Also write the final model as int8 ONNX (onnx/model_quantized.onnx, published with it): "
-            "served on CPU by shared.inference about twice as fast."
+            "help": "Also write the final model in int8 ONNX (onnx/model_quantized.onnx, published with it), which "
+            "shared.inference serves on CPU instead of the safetensors weights: faster, same labels."
         },
     )
 

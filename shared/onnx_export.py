@@ -6,10 +6,11 @@ A model folder (a transformers classifier, or a SetFit model's sentence-transfor
     onnx/model_quantized.onnx   the network in ONNX, its weights quantized to int8 by ONNX Runtime (dynamic
                                 quantization: activations are quantized per batch as it runs, so no calibration data)
     onnx/export.json            the sha256 of each file the export read (model.safetensors, config.json, and for
-                                SetFit the pooling modules), the network's inputs and output
+                                SetFit the pooling modules) and of the int8 file; the network's inputs and output
 
-shared.inference serves the int8 file only while every recorded file still has its recorded hash: weights trained
-again, or edited by hand, leave a stale file behind, and a stale file is ignored (the safetensors are served).
+shared.inference serves the int8 file only while every recorded file, the int8 file included, still has its
+recorded hash: weights trained again, or edited by hand, leave a stale file behind, and a stale file is ignored (the
+safetensors weights are served).
 Why ONNX Runtime and not torch's dynamic quantization, or optimum: benchmarks/results/serving.md.
 
 The transformers classifier exports its logits; the SetFit body its sentence embedding (pooling and normalization
@@ -48,7 +49,7 @@ def export_int8(folder: str) -> str:
         fp32 = os.path.join(scratch, "model.onnx")
         inputs, output = export_fp32(folder, fp32)
         _quantize(fp32, path)
-    record = {"source_sha256": source_hashes(folder), "inputs": inputs, "output": output}
+    record = {"source_sha256": source_hashes(folder), "int8_sha256": _sha256(path), "inputs": inputs, "output": output}
     with open(record_path, "w") as f:
         json.dump(record, f, indent=2)
     return path
@@ -82,8 +83,11 @@ def matching_int8(folder: str) -> str | None:
     if not (os.path.exists(path) and os.path.exists(record_path)):
         return None
     with open(record_path) as f:
-        recorded = json.load(f).get("source_sha256")
-    return path if recorded and recorded == source_hashes(folder) else None
+        record = json.load(f)
+    # The ONNX file itself is checked too: a truncated download or a file of another export is no match either.
+    if record.get("int8_sha256") != _sha256(path) or record.get("source_sha256") != source_hashes(folder):
+        return None
+    return path
 
 
 def source_hashes(folder: str) -> dict[str, str]:

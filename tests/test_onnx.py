@@ -80,6 +80,13 @@ def test_an_int8_file_without_its_record_is_ignored(exported, tmp_path):
     assert load_predictor(ModelSpec(str(folder))).backend == TORCH
 
 
+def test_an_int8_file_that_is_not_the_recorded_one_is_ignored(exported, tmp_path):
+    folder = tmp_path / "full"
+    shutil.copytree(exported["full"], folder)
+    shutil.copy(os.path.join(exported["setfit"], INT8_FILE), folder / INT8_FILE)  # another model's export
+    assert load_predictor(ModelSpec(str(folder))).backend == TORCH
+
+
 def test_batches_are_sorted_by_length_and_predictions_come_back_in_input_order():
     batches = []
 
