@@ -161,3 +161,15 @@ def test_the_serving_benchmark_runs_both_paths_side_by_side(tiny_bert, tiny_sent
     for method in TRAINERS:
         assert re.search(rf"\| {method} \| [\d.]+ \| [\d.]+ \| [\d.]+ \| [\d.]+ \|", section)
         assert (tmp_path / "models" / method / INT8_FILE).exists()
+
+
+def test_a_staged_space_installs_onnxruntime(tmp_path):
+    deploy = load_module("space/deploy.py")
+    app = os.path.join(deploy.SPACE_DIR, deploy.APP_FILE)
+    shutil.copy(app, tmp_path)
+    for relative in deploy.shared_files(app):
+        os.makedirs(tmp_path / os.path.dirname(relative), exist_ok=True)
+        shutil.copy(os.path.join(deploy.ROOT, relative), tmp_path / relative)
+
+    assert "shared/onnx_export.py" in deploy.shared_files(app)
+    assert [r for r in deploy.requirements(str(tmp_path), zero_gpu=False) if r.startswith("onnxruntime==")]
