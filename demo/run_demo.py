@@ -7,7 +7,8 @@ your own data (`make compare`): --train_file and the other data flags replace th
     python demo/run_demo.py --mode reduced --model_name_or_path tiny/encoder --launch 0
 
 Each method runs as its own `accelerate launch` of the script in trainers/, into <output_dir>/<method> (default
-outputs/demo): a normal run directory (model, card, results.json) that you can load or push later; its progress
+outputs/demo): a normal run directory (model, card, results.json, and the int8 ONNX files of
+--export_onnx that the Space serves on CPU) that you can load or push later; its progress
 streams to the terminal. A method that fails leaves its error line in the report, and the others still run (the
 exit status is then 1). With HF_TOKEN and HUB_ORG set, each model is also published to
 HUB_ORG/<output folder's name>-<method> (demo-full-finetune, ...). The default encoder is all-MiniLM-L6-v2 from
@@ -117,6 +118,7 @@ def train(method: str, model: str, output_dir: str, mode: str, hub_repo: str | N
         os.path.join(ROOT, "trainers", f"{method}.py"),
         "--model_name_or_path", model, *run.inputs.flags(),
         "--max_seq_length", "64", "--seed", str(SEED), "--output_dir", output_dir, "--overwrite_output_dir",
+        "--export_onnx",  # the int8 files that the Space serves on CPU
         *(["--samples_per_label", str(run.samples_per_label)] if method == "setfit_fewshot" else []),
         *FLAGS[mode][method],
         *run.extra_flags,

@@ -171,6 +171,13 @@ class RecipeTrainingArguments(TrainingArguments):
         "With --early_stopping_patience: the validation metric to improve. f1 (the default: binary F1 for two "
         "labels, macro F1 for more), f1_macro, accuracy or loss; SetFit: embedding_loss, its body's loss on pairs.",
     )
+    export_onnx: bool = field(
+        default=False,
+        metadata={
+            "help": "Also write the final model in int8 ONNX (onnx/model_quantized.onnx, published with it), which "
+            "shared.inference serves on CPU instead of the safetensors weights: faster, same labels."
+        },
+    )
 
     def __post_init__(self):
         check_hub_model_id(self.hub_model_id)
@@ -198,7 +205,7 @@ COMMON_TRAINING_FLAGS = (
     "output_dir", "seed", "num_train_epochs", "max_steps", "learning_rate", "per_device_train_batch_size",
     "per_device_eval_batch_size", "report_to", "logging_steps", "bf16", "fp16", "save_strategy", "save_steps",
     "save_total_limit", "resume_from_checkpoint", "overwrite_output_dir",
-    "push_to_hub", "hub_model_id", "hub_private_repo",
+    "push_to_hub", "hub_model_id", "hub_private_repo", "export_onnx",
     "eval_strategy", "eval_steps", "early_stopping_patience", "metric_for_best_model",
 )  # fmt: skip
 # What --metric_for_best_model may name: what the Trainer-based methods log at each evaluation (the scalars of

@@ -42,6 +42,7 @@ from shared.metrics import (
     sigmoid,
     trainer_compute_metrics,
 )
+from shared.onnx_export import export_int8
 from shared.publish import publish
 from shared.results import build_results, count_parameters
 from shared.training import (
@@ -136,6 +137,8 @@ def train_classifier(
 
     save_final_model(trainer, training_args.output_dir)
     if trainer.is_world_process_zero():
+        if training_args.export_onnx:
+            export_int8(training_args.output_dir)
         ignore = [*PUSH_IGNORE, *method.publish_ignore]
         card = card_details(
             model_args, data_args, widget_texts=widget_texts(splits[eval_split]), parent_model=method.parent_model

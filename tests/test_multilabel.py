@@ -4,6 +4,7 @@ multi-label CSV, and the saved models read back by plain transformers/setfit and
 import csv
 import json
 import os
+import shutil
 import sys
 
 import numpy as np
@@ -16,8 +17,9 @@ from conftest import free_port, load_module, load_trainer, run_in_fresh_process,
 from shared.args import DataArguments, ModelArguments, RecipeTrainingArguments
 from shared.data import label_matrix, label_names, load_labeled_data
 from shared.errors import InputError
-from shared.inference import ModelSpec
+from shared.inference import ONNX_INT8, TORCH, ModelSpec, load_predictor
 from shared.metrics import multi_label_metrics, trainer_compute_metrics
+from shared.onnx_export import export_int8
 
 TAGS = ["acting", "complaint", "praise"]  # sorted: the label ids
 TEXTS = ["great acting and a wonderful cast", "boring dull plot", "the film was charming but the cast was weak"]
@@ -267,3 +269,17 @@ def test_the_app_shows_every_label_over_the_threshold_and_scores_multi_label_csv
         expected = multi_label_metrics(true_matrix, predicted_matrix, TAGS)
         assert model["F1"] == pytest.approx(expected["f1_macro"], abs=1e-4)
         assert model["F1 (micro)"] == pytest.approx(expected["f1_micro"], abs=1e-4)
+
+
+@pytest.mark.parametrize("name", ["full", "setfit"])
+def test_the_int8_files_of_a_multi_label_model_score_each_label_on_its_own(name, multi_label_models, tmp_path):
+    folder = str(tmp_path / name)
+    shutil.copytree(multi_label_models[name], folder)
+    export_int8(folder)
+    fast, plain = load_predictor(ModelSpec(folder)), load_predictor(ModelSpec(multi_label_models[name]))
+
+    assert (fast.backend, plain.backend) == (ONNX_INT8, TORCH)
+    for a, b in zip(fast.predict(TEXTS), plain.predict(TEXTS), strict=True):
+        # int8 moves a probability by a few hundredths on the tiny models (as in test_onnx.py)
+        assert a.scores == pytest.approx(b.scores, abs=0.05)
+        assert sum(a.scores.values()) != pytest.approx(1.0, abs=1e-3)  # sigmoids, not a softmax

@@ -67,6 +67,7 @@ from shared.data import (
 from shared.errors import InputError, exit_on_cli_error
 from shared.hub import load_sentence_transformer, preflight
 from shared.metrics import classification_metrics, multi_label_metrics, over_threshold
+from shared.onnx_export import export_int8
 from shared.publish import publish
 from shared.results import build_results, count_parameters
 from shared.setfit_head import save_portable_head
@@ -291,6 +292,8 @@ def main(
     vars(model.model_head).pop("get_loss_fn", None)  # a weighted loss was for training: save setfit's own head
     model.save_pretrained(training_args.output_dir)
     save_portable_head(model.model_head, training_args.output_dir)
+    if training_args.export_onnx:
+        export_int8(training_args.output_dir)
     card = card_details(
         model_args, data_args, widget_texts=widget_texts(splits[eval_split]), library_sections=setfit_sections(model)
     )
