@@ -222,7 +222,7 @@ def check_early_stopping(args, metrics: tuple[str, ...]) -> None:
     problems = []
     if args.early_stopping_patience < 1:
         problems.append(f"--early_stopping_patience {args.early_stopping_patience}: must be 1 or more evaluations")
-    evaluate, save = _strategy(args.eval_strategy), _strategy(args.save_strategy)
+    evaluate, save = strategy_name(args.eval_strategy), strategy_name(args.save_strategy)
     if evaluate == "no":
         problems.append(
             "--early_stopping_patience needs evaluations during training, but --eval_strategy is no: pass "
@@ -245,7 +245,8 @@ def check_early_stopping(args, metrics: tuple[str, ...]) -> None:
         raise InputError(problems)
 
 
-def _strategy(value) -> str:
+def strategy_name(value) -> str:
+    """An eval or save strategy by name, whether the flag's string or transformers' enum (after __post_init__)."""
     return str(getattr(value, "value", value))
 
 

@@ -26,6 +26,7 @@ from transformers import (
 )
 from transformers.trainer_utils import SaveStrategy
 
+from shared.args import strategy_name
 from shared.errors import CliError, InputError
 
 logger = logging.getLogger(__name__)
@@ -341,16 +342,12 @@ def early_stopping(training_args, metric: str) -> list[TrainerCallback]:
     training_args.metric_for_best_model = metric
     training_args.greater_is_better = not metric.endswith("loss")
     training_args.load_best_model_at_end = True
-    if _value(training_args.save_strategy) == "no":
-        training_args.save_strategy = SaveStrategy(_value(training_args.eval_strategy))
+    if strategy_name(training_args.save_strategy) == "no":
+        training_args.save_strategy = SaveStrategy(strategy_name(training_args.eval_strategy))
         training_args.save_steps = training_args.eval_steps or training_args.logging_steps
     # A resumed run goes on counting evaluations without improvement from where it stopped.
     training_args.restore_callback_states_from_checkpoint = True
     return [EarlyStoppingCallback(early_stopping_patience=patience)]
-
-
-def _value(strategy) -> str:
-    return str(getattr(strategy, "value", strategy))
 
 
 def early_stopping_summary(state: TrainerState, training_args) -> dict | None:
