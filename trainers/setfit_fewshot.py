@@ -28,6 +28,7 @@ gradients are averaged, so N processes of batch B train as one of batch N x B. T
 model saved and pushed, once, by the main process; the others exit 0 once the body is trained.
 """
 
+import contextlib
 import logging
 import os
 import time
@@ -202,22 +203,19 @@ def main(
     body = model.model_body
     max_length = max_length_for(data_args.max_seq_length, body.tokenizer, body[0].auto_model.config)
     body.max_seq_length = max_length
-    if training_args.bf16:
-        # setfit builds its inner Trainer's arguments before it applies ours, and transformers settles the
-        # precision when arguments are built, from what `accelerate launch --mixed_precision` sets: this variable.
-        os.environ["ACCELERATE_MIXED_PRECISION"] = "bf16"
     keep_logs_in(training_args.output_dir)
     stopping = early_stopping(training_args, BODY_METRIC)
     # Multi-label heads (and setfit's pair sampler) take each text's labels as 0/1 per label.
     data = with_multi_hot_labels(splits) if multi_label else splits
     guard = TrainingGuard({"method": METHOD})
-    trainer = setfit.Trainer(
-        model=model,
-        args=setfit_training_arguments(training_args, setfit_args),
-        train_dataset=data["train"],
-        eval_dataset=data["validation"],  # drawn into pairs only when --eval_strategy asks for evaluations
-        callbacks=[guard, PairShare(), *stopping],
-    )
+    with mixed_precision_while_built(training_args.bf16):
+        trainer = setfit.Trainer(
+            model=model,
+            args=setfit_training_arguments(training_args, setfit_args),
+            train_dataset=data["train"],
+            eval_dataset=data["validation"],  # drawn into pairs only when --eval_strategy asks for evaluations
+            callbacks=[guard, PairShare(), *stopping],
+        )
     check_launch(trainer)
     # setfit's Trainer.train() in its two steps: the body on every process (data-parallel when launched on
     # several), then the head on the main process only.
@@ -299,6 +297,24 @@ def main(
     )
     publish(training_args.output_dir, results, target, method_summary=SUMMARY, details=card, library_name="setfit")
     return results
+
+
+@contextlib.contextmanager
+def mixed_precision_while_built(bf16: bool):
+    """bf16 for the inner Trainer that setfit.Trainer builds. setfit builds its arguments before it applies ours,
+    and transformers settles the precision as arguments are built, from what `accelerate launch --mixed_precision`
+    sets: this variable. Set only while the Trainer is built, so that main() called from Python leaves nothing
+    behind for the runs that follow (nor for the processes they launch)."""
+    name, before = "ACCELERATE_MIXED_PRECISION", os.environ.get("ACCELERATE_MIXED_PRECISION")
+    if bf16:
+        os.environ[name] = "bf16"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
 
 
 def check_launch(trainer: setfit.Trainer) -> None:
