@@ -163,7 +163,7 @@ def test_gpu_script_dry_run_runs_every_path_on_the_cpu(tiny_bert, tmp_path):
                             env={"OUT": str(tmp_path), "PYTHON": sys.executable})  # fmt: skip
     figures = json.loads((tmp_path / "gpu.json").read_text())
     assert [run["name"] for run in figures["throughput"]][0] == "book recipe (anchor)"
-    assert len(figures["throughput"]) == 4 and all(run["samples_per_s"] > 0 for run in figures["throughput"])
+    assert len(figures["throughput"]) == 5 and all(run["samples_per_s"] > 0 for run in figures["throughput"])
     assert all(0 < run["real_token_mfu"] < 1 for run in figures["throughput"])
     assert [run["name"] for run in figures["accuracy"]] == ["book recipe (anchor)", "ours: bf16, grouped, fused AdamW"]
     assert figures["ddp"]["name"] == "ours, DDP on 2 processes" and figures["ddp"]["samples"] > 0
