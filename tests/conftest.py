@@ -46,35 +46,40 @@ def tiny_sentence_transformer(tiny_bert, tmp_path_factory) -> str:
     return build_tiny_sentence_transformer(tiny_bert, str(tmp_path_factory.mktemp("st") / "tiny-st"))
 
 
+def write_splits(root, writer, splits) -> dict[str, str]:
+    """A CSV per (split, rows, seed) in `root`, written by one of tests/tiny.py's writers: split name -> path."""
+    return {split: writer(str(root / f"{split}.csv"), n, seed) for split, n, seed in splits}
+
+
 @pytest.fixture(scope="session")
 def reviews(tmp_path_factory) -> dict[str, str]:
     """Train/validation/test CSVs of tiny reviews, columns `review` and `sentiment` (negative/positive)."""
-    root = tmp_path_factory.mktemp("reviews")
-    return {
-        split: write_reviews_csv(str(root / f"{split}.csv"), n, seed)
-        for split, n, seed in (("train", 48, 0), ("validation", 16, 1), ("test", 16, 2))
-    }
+    return write_splits(
+        tmp_path_factory.mktemp("reviews"),
+        write_reviews_csv,
+        (("train", 48, 0), ("validation", 16, 1), ("test", 16, 2)),
+    )
 
 
 @pytest.fixture(scope="session")
 def tagged_reviews(tmp_path_factory) -> dict[str, str]:
     """Multi-label train/validation/test CSVs: columns `review` and `tags` (praise, complaint, acting; joined by ;)."""
-    root = tmp_path_factory.mktemp("tagged")
-    return {
-        split: write_tagged_reviews_csv(str(root / f"{split}.csv"), n, seed)
-        for split, n, seed in (("train", 64, 0), ("validation", 16, 1), ("test", 24, 2))
-    }
+    return write_splits(
+        tmp_path_factory.mktemp("tagged"),
+        write_tagged_reviews_csv,
+        (("train", 64, 0), ("validation", 16, 1), ("test", 24, 2)),
+    )
 
 
 @pytest.fixture(scope="session")
 def imbalanced_reviews(tmp_path_factory) -> dict[str, str]:
     """Train/validation/test CSVs of reviews, one in ten positive (train: 19 of 195, under 10%), columns as in
     `reviews`."""
-    root = tmp_path_factory.mktemp("imbalanced")
-    return {
-        split: write_imbalanced_reviews_csv(str(root / f"{split}.csv"), n, seed)
-        for split, n, seed in (("train", 195, 0), ("validation", 20, 1), ("test", 40, 2))
-    }
+    return write_splits(
+        tmp_path_factory.mktemp("imbalanced"),
+        write_imbalanced_reviews_csv,
+        (("train", 195, 0), ("validation", 20, 1), ("test", 40, 2)),
+    )
 
 
 @pytest.fixture

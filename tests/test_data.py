@@ -1,40 +1,18 @@
 """shared.data: what a user's labeled files become, and the one clear error for each kind of bad input."""
 
-import json
 from collections import Counter
 
-import pandas as pd
 import pytest
 from datasets import ClassLabel, Dataset
 
 from shared.args import DataArguments
 from shared.data import dataset_source, eval_split_name, label_names, load_labeled_data
 from shared.errors import InputError
-
-
-def write(tmp_path, name: str, rows: list[dict]) -> str:
-    path = tmp_path / name
-    if name.endswith(".csv"):
-        pd.DataFrame(rows).to_csv(path, index=False)
-    elif name.endswith(".jsonl"):
-        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    elif name.endswith(".json"):
-        path.write_text(json.dumps(rows))
-    return str(path)
+from tiny import load_rows as load
 
 
 def rows(labels, texts=None) -> list[dict]:
     return [{"text": texts[i] if texts else f"review number {i}", "label": label} for i, label in enumerate(labels)]
-
-
-def load(tmp_path, train, validation=None, test=None, suffix=".csv", **kwargs):
-    args = DataArguments(
-        train_file=write(tmp_path, "train" + suffix, train),
-        validation_file=write(tmp_path, "validation" + suffix, validation) if validation else None,
-        test_file=write(tmp_path, "test" + suffix, test) if test else None,
-        **kwargs,
-    )
-    return load_labeled_data(args, seed=0)
 
 
 def test_maps_columns_and_names_labels_from_strings(data_args):

@@ -8,7 +8,6 @@ import shutil
 import sys
 
 import numpy as np
-import pandas as pd
 import pytest
 from datasets import ClassLabel, List
 from gradio_client import Client, handle_file
@@ -20,28 +19,10 @@ from shared.errors import InputError
 from shared.inference import ONNX_INT8, TORCH, ModelSpec, load_predictor
 from shared.metrics import multi_label_metrics, trainer_compute_metrics
 from shared.onnx_export import export_int8
+from tiny import load_rows as load
 
 TAGS = ["acting", "complaint", "praise"]  # sorted: the label ids
 TEXTS = ["great acting and a wonderful cast", "boring dull plot", "the film was charming but the cast was weak"]
-
-
-def write(tmp_path, name: str, rows: list[dict]) -> str:
-    path = tmp_path / name
-    if name.endswith(".csv"):
-        pd.DataFrame(rows).to_csv(path, index=False)
-    else:
-        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return str(path)
-
-
-def load(tmp_path, train, validation=None, test=None, suffix=".csv", **kwargs):
-    args = DataArguments(
-        train_file=write(tmp_path, "train" + suffix, train),
-        validation_file=write(tmp_path, "validation" + suffix, validation) if validation else None,
-        test_file=write(tmp_path, "test" + suffix, test) if test else None,
-        **kwargs,
-    )
-    return load_labeled_data(args, seed=0)
 
 
 def rows(labels) -> list[dict]:

@@ -5,8 +5,10 @@ or not, padding ids, relative attention) that they would meet with the real chec
 """
 
 import csv
+import json
 import random
 
+import pandas as pd
 import torch
 from transformers import (
     BertConfig,
@@ -25,6 +27,9 @@ from transformers import (
     RobertaForMaskedLM,
     RobertaTokenizer,
 )
+
+from shared.args import DataArguments
+from shared.data import load_labeled_data
 
 POSITIVE = ["great", "wonderful", "loved", "brilliant", "moving", "fun", "superb", "charming"]
 NEGATIVE = ["awful", "boring", "hated", "dull", "terrible", "messy", "weak", "tedious"]
@@ -159,3 +164,26 @@ def write_tagged_reviews_csv(path: str, n: int, seed: int, delimiter: str = ";")
             text, tags = tagged_review(rng)
             writer.writerow([text, delimiter.join(tags)])
     return path
+
+
+def write_rows(folder, name: str, rows: list[dict]) -> str:
+    """`rows` as the file `name` in `folder` (a pathlib.Path), in the format its suffix names: csv, jsonl or json."""
+    path = folder / name
+    if name.endswith(".csv"):
+        pd.DataFrame(rows).to_csv(path, index=False)
+    elif name.endswith(".jsonl"):
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    elif name.endswith(".json"):
+        path.write_text(json.dumps(rows))
+    return str(path)
+
+
+def load_rows(folder, train, validation=None, test=None, suffix=".csv", **kwargs):
+    """The splits that shared.data makes of these rows, written as files the way a user gives them."""
+    args = DataArguments(
+        train_file=write_rows(folder, "train" + suffix, train),
+        validation_file=write_rows(folder, "validation" + suffix, validation) if validation else None,
+        test_file=write_rows(folder, "test" + suffix, test) if test else None,
+        **kwargs,
+    )
+    return load_labeled_data(args, seed=0)
