@@ -1,11 +1,14 @@
 import importlib.util
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import datasets
+import psutil
 import pytest
 from gradio_client import Client
 from huggingface_hub import constants
@@ -258,3 +261,26 @@ def setfit_predict_in_fresh_process(model: str, texts: list[str], env: dict | No
     """Labels from plain SetFitModel.from_pretrained in a new Python process."""
     code = f"from setfit import SetFitModel\nresult(list(SetFitModel.from_pretrained({model!r}).predict({texts!r})))\n"
     return run_in_fresh_process(code, env)
+
+
+def stop_launch(
+    launcher: subprocess.Popen, script: str, processes: int, checkpoint: str, signum=signal.SIGTERM, target="launcher"
+) -> str:
+    """Once `checkpoint` exists, send `signum` to the `accelerate launch` process (target "launcher") or to one of
+    its `processes` training processes of `script` ("training process"); assert that every training process is gone
+    within 30 s, and return the launcher's stderr. The launcher is killed if anything fails on the way."""
+    try:
+        deadline = time.monotonic() + 120
+        while not os.path.isdir(checkpoint):
+            assert time.monotonic() < deadline and launcher.poll() is None, f"no {checkpoint} within 120 s"
+            time.sleep(0.2)
+        children = psutil.Process(launcher.pid).children(recursive=True)
+        training = [p for p in children if script in " ".join(p.cmdline())]
+        assert len(training) == processes
+        (training[0] if target == "training process" else psutil.Process(launcher.pid)).send_signal(signum)
+        _, still_running = psutil.wait_procs(training, timeout=30)
+        assert not still_running, "a training process outlived the stop by more than 30 s"
+        return launcher.communicate(timeout=30)[1]
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()

@@ -10,13 +10,11 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import replace
 
-import psutil
 import pytest
 
-from conftest import ORG, ROOT, TOKEN, USER, free_port, load_trainer, model_args_for, run_script
+from conftest import ORG, ROOT, TOKEN, USER, free_port, load_trainer, model_args_for, run_script, stop_launch
 from shared.errors import InputError
 from shared.training import TrainingStopped
 from tiny import build_tiny_encoder
@@ -130,13 +128,6 @@ def launch_in_background(out: str, env: dict, processes: int = 1, *flags: str) -
     )  # fmt: skip
 
 
-def wait_for(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
-
-
 @pytest.mark.parametrize(
     ("processes", "signum", "target"),
     [(1, signal.SIGTERM, "launcher"), (2, signal.SIGTERM, "launcher"), (1, signal.SIGINT, "training process")],
@@ -151,23 +142,7 @@ def test_a_stopped_launch_checkpoints_publishes_nothing_and_leaves_no_process(
         "--model_name_or_path", tiny_bert, "--train_file", reviews["train"], "--test_file", reviews["test"],
         "--text_column_name", "review", "--label_column_name", "sentiment", "--push_to_hub", "--hub_model_id", repo_id,
     )  # fmt: skip
-    try:
-        wait_for(lambda: os.path.isdir(os.path.join(out, "checkpoint-2")), 120, "the first checkpoint")
-        training = [
-            p
-            for p in psutil.Process(launcher.pid).children(recursive=True)
-            if "full_finetune" in " ".join(p.cmdline())
-        ]
-        assert len(training) == processes
-        (training[0] if target == "training process" else psutil.Process(launcher.pid)).send_signal(signum)
-        stopped_at = time.monotonic()
-        _, still_running = psutil.wait_procs(training, timeout=30)
-        assert not still_running, "a training process outlived the stop by more than 30 s"
-        assert time.monotonic() - stopped_at < 30
-        _, stderr = launcher.communicate(timeout=30)
-    finally:
-        if launcher.poll() is None:
-            launcher.kill()
+    stderr = stop_launch(launcher, "full_finetune", processes, os.path.join(out, "checkpoint-2"), signum, target)
     assert launcher.returncode != 0
     assert "stopped by SIG" in stderr and "--resume_from_checkpoint latest" in stderr, stderr[-3000:]
     assert hub.state.repo(repo_id).commits == []

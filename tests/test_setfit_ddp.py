@@ -4,15 +4,21 @@ processes."""
 
 import json
 import os
-import signal
 import sys
-import time
 
-import psutil
 import pytest
 from safetensors.torch import load_file
 
-from conftest import ORG, ROOT, accelerate_launch, free_port, load_trainer, run_script, setfit_predict_in_fresh_process
+from conftest import (
+    ORG,
+    ROOT,
+    accelerate_launch,
+    free_port,
+    load_trainer,
+    run_script,
+    setfit_predict_in_fresh_process,
+    stop_launch,
+)
 from shared.args import parse_cli
 from tiny import build_tiny_encoder, build_tiny_sentence_transformer
 
@@ -107,22 +113,7 @@ def test_sigterm_stops_both_processes_and_publishes_nothing(hub, tiny_sentence_t
                 "--save_steps", "2", "--push_to_hub", "--hub_model_id", repo_id)],
         env={**hub.env, **ON_CPU}, background=True,
     )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 120
-        while not (out / "checkpoint-2").is_dir():
-            assert time.monotonic() < deadline and launcher.poll() is None, "no checkpoint within 120 s"
-            time.sleep(0.2)
-        training = [
-            p for p in psutil.Process(launcher.pid).children(recursive=True) if "setfit" in " ".join(p.cmdline())
-        ]
-        assert len(training) == 2
-        launcher.send_signal(signal.SIGTERM)
-        _, still_running = psutil.wait_procs(training, timeout=30)
-        assert not still_running, "a training process outlived the stop by more than 30 s"
-        _, stderr = launcher.communicate(timeout=30)
-    finally:
-        if launcher.poll() is None:
-            launcher.kill()
+    stderr = stop_launch(launcher, "setfit_fewshot", 2, str(out / "checkpoint-2"))
     assert launcher.returncode != 0
     assert "stopped by SIG" in stderr and "nothing was published" in stderr, stderr[-3000:]
     assert hub.state.repo(repo_id).commits == []
