@@ -105,16 +105,17 @@ class Predictor:
             return []
         # Batches of texts of similar length pad less; the rows go back to the input order afterwards.
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        in_order = [texts[i] for i in order]
+        by_length = [texts[i] for i in order]
         probabilities = np.concatenate(
-            [self._probabilities(in_order[i : i + batch_size]) for i in range(0, len(texts), batch_size)]
+            [self._probabilities(by_length[i : i + batch_size]) for i in range(0, len(texts), batch_size)]
         )[np.argsort(order)]
+        threshold = self.threshold
         predictions = []
         for row in probabilities:
-            if self.threshold is None:
+            if threshold is None:
                 labels = [self.labels[int(row.argmax())]]
             else:  # every label whose own (sigmoid) probability reaches the threshold
-                labels = [label for label, p in zip(self.labels, row, strict=True) if p >= self.threshold]
+                labels = [label for label, p in zip(self.labels, row, strict=True) if p >= threshold]
             scores = {label: float(p) for label, p in zip(self.labels, row, strict=True)}
             predictions.append(Prediction(LABEL_SEPARATOR.join(labels), scores, labels))
         return predictions

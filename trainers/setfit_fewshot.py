@@ -350,8 +350,8 @@ def setfit_training_arguments(args: SetFitTrainingArguments, setfit_args: SetFit
         save_strategy=args.save_strategy,
         save_steps=args.save_steps,
         save_total_limit=args.save_total_limit,
-        # Set by shared.training.early_stopping when --early_stopping_patience asks for it.
-        load_best_model_at_end=getattr(args, "load_best_model_at_end", False),
+        # With --early_stopping_patience, the best evaluation's body is kept (shared.training.early_stopping).
+        load_best_model_at_end=args.early_stopping_patience is not None,
         metric_for_best_model=args.metric_for_best_model or BODY_METRIC,
     )
 
