@@ -256,7 +256,7 @@ def run_training(trainer: Trainer, run: dict, resume_from_checkpoint: str | None
     training did not finish."""
     guard = TrainingGuard(run)
     trainer.add_callback(guard)
-    with stop_on_signals(guard):
+    with stop_on_signals(guard), freed_memory_reused():
         output = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     guard.raise_if_stopped(trainer.args.output_dir, RESUME_HINT)
     check_finite(trainer.model)
@@ -314,6 +314,41 @@ def stop_on_signals(guard: TrainingGuard):
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+# glibc's mallopt parameters, and the values its own dynamic thresholds grow to at most on 64-bit machines.
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+GLIBC_MMAP_THRESHOLD_MAX, GLIBC_TRIM_THRESHOLD_MAX = 32 * 2**20, 64 * 2**20
+
+
+@contextlib.contextmanager
+def freed_memory_reused():
+    """While training, glibc keeps freed blocks for the next step instead of handing them back to the system.
+
+    By default glibc returns a freed block over 32 MiB to the system at once, so a tensor that large made at every
+    step (the dense gradient of a 30,000-token embedding: 45 MiB for MiniLM) is page-faulted in afresh each time:
+    about a tenth of a MiniLM step on a CPU (benchmarks/findings.md). Afterwards the thresholds go back to the
+    values glibc's own dynamic ones grow to, so a later run in the same process starts as a fresh one would.
+    """
+    libc = _glibc()
+    if libc is None:
+        yield
+        return
+    libc.mallopt(M_MMAP_THRESHOLD, 2**30)
+    libc.mallopt(M_TRIM_THRESHOLD, 2**30)
+    try:
+        yield
+    finally:
+        libc.mallopt(M_MMAP_THRESHOLD, GLIBC_MMAP_THRESHOLD_MAX)
+        libc.mallopt(M_TRIM_THRESHOLD, GLIBC_TRIM_THRESHOLD_MAX)
+
+
+def _glibc():
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return libc if hasattr(libc, "mallopt") else None
+    except OSError:  # not glibc: macOS, musl
+        return None
 
 
 def _die_with_launcher() -> None:

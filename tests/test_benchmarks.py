@@ -5,6 +5,7 @@ Speed itself is never asserted here: the targets live in benchmarks/ and benchma
 
 import json
 import os
+import resource
 import subprocess
 import sys
 
@@ -17,6 +18,7 @@ from transformers import AutoModelForMaskedLM, AutoTokenizer, TrainingArguments
 from conftest import ROOT, load_trainer, model_args_for
 from shared.args import RecipeTrainingArguments, parse_cli
 from shared.setfit_loss import DistinctTextsCosineSimilarityLoss
+from shared.training import freed_memory_reused
 
 CPU_HAS_BF16 = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
 
@@ -74,6 +76,25 @@ def test_distinct_texts_loss_gives_setfits_loss_and_gradients_with_fewer_rows(ti
     tokenizer = AutoTokenizer.from_pretrained(tiny_sentence_transformer)
     distinct = {tuple(tokenizer(text)["input_ids"]) for pair in pairs for text in pair}  # the tiny vocabulary's
     assert plain_rows == 10 and rows == len(distinct) < 10
+
+
+def page_faults_per_block(blocks: int = 4) -> float:
+    """Minor page faults per 64 MiB tensor made, written and freed in turn, as a training step makes and frees
+    the dense gradient of a large embedding (16,384 pages each when the block is fresh from the system)."""
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(blocks):
+        torch.ones(16 * 2**20).sum()  # written, then freed at once
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / blocks
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator thresholds")
+def test_training_reuses_large_freed_blocks_and_gives_the_default_back_after():
+    fresh = 16 * 2**20 * 4 // resource.getpagesize()
+    assert page_faults_per_block() > fresh / 2  # glibc's default: each block comes from the system afresh
+    with freed_memory_reused():
+        page_faults_per_block(1)  # the first one still comes from the system
+        assert page_faults_per_block() < fresh / 20
+    assert page_faults_per_block() > fresh / 2
 
 
 def test_bf16_is_the_default_where_the_cpu_computes_in_bf16(tmp_path):

@@ -79,6 +79,7 @@ from shared.training import (
     check_finite_probabilities,
     early_stopping,
     early_stopping_summary,
+    freed_memory_reused,
     keep_logs_in,
     max_length_for,
     prepare_output_dir,
@@ -223,7 +224,7 @@ def main(
     validation = trainer.dataset_to_parameters(data["validation"])
     is_main = trainer.st_trainer.is_world_process_zero()
     start = time.perf_counter()
-    with stop_on_signals(guard):
+    with stop_on_signals(guard), freed_memory_reused():
         trainer.train_embeddings(*train, *validation)
         if is_main:
             trainer.train_classifier(*train)
