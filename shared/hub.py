@@ -267,6 +267,11 @@ def _status(err: Exception) -> str:
     return str(err) or type(err).__name__
 
 
+# What a model to be trained is loaded in, whatever dtype its checkpoint stores (transformers 5 loads a checkpoint in
+# its stored dtype): AdamW's small steps vanish in fp16 rounding. bf16 and fp16 compute come from autocast.
+TRAINING_DTYPE = "float32"
+
+
 def load_pretrained(auto_class, name_or_path: str, revision: str = "main", **kwargs):
     """`auto_class.from_pretrained` with safe defaults: safetensors weights only, no remote code.
 
@@ -280,8 +285,9 @@ def load_pretrained(auto_class, name_or_path: str, revision: str = "main", **kwa
         raise InputError(f"could not load {name_or_path!r} with {auto_class.__name__}: {err}") from err
 
 
-def load_sentence_transformer(name_or_path: str, revision: str = "main"):
-    """A sentence-transformers model with the same safe defaults: safetensors weights, no remote code.
+def load_sentence_transformer(name_or_path: str, revision: str = "main", dtype: str | None = None):
+    """A sentence-transformers model with the same safe defaults: safetensors weights, no remote code; in `dtype`
+    when given, else in its checkpoint's.
 
     A plain transformers encoder gets mean pooling, which is how SetFit starts from one.
     """
@@ -289,7 +295,10 @@ def load_sentence_transformer(name_or_path: str, revision: str = "main"):
 
     try:
         return SentenceTransformer(
-            name_or_path, revision=revision, trust_remote_code=False, model_kwargs={"use_safetensors": True}
+            name_or_path,
+            revision=revision,
+            trust_remote_code=False,
+            model_kwargs={"use_safetensors": True, **({"dtype": dtype} if dtype else {})},
         )
     except (OSError, ValueError) as err:
         raise InputError(f"could not load {name_or_path!r} as a sentence-transformers model: {err}") from err

@@ -13,6 +13,9 @@ import sys
 from dataclasses import replace
 
 import pytest
+from safetensors.torch import load_file
+from sentence_transformers import SentenceTransformer
+from transformers import AutoModel, AutoTokenizer
 
 from conftest import ORG, ROOT, TOKEN, USER, free_port, load_trainer, model_args_for, run_script, stop_launch
 from shared.errors import InputError
@@ -231,6 +234,33 @@ def test_no_file_of_the_output_names_a_path_of_the_training_machine(
             path = os.path.join(folder, name)
             named = root.encode() in open(path, "rb").read()
             assert not named, f"{os.path.relpath(path, root)} names a path of this machine"
+
+
+@pytest.mark.parametrize("method", ["full_finetune", "setfit_fewshot", "mlm_then_classify"])
+def test_a_half_precision_checkpoint_is_trained_in_fp32(
+    method, tiny_bert, tiny_sentence_transformer, data_args, training_args, tmp_path
+):
+    """Many Hub checkpoints store fp16 weights, and transformers 5 loads a checkpoint in its stored dtype: trained so,
+    AdamW's small steps are lost to fp16 rounding. The trained model's weights are fp32."""
+    half = str(tmp_path / "half")
+    if method == "setfit_fewshot":
+        SentenceTransformer(tiny_sentence_transformer).half().save_pretrained(half)
+    else:
+        AutoModel.from_pretrained(tiny_bert).half().save_pretrained(half)
+        AutoTokenizer.from_pretrained(tiny_bert).save_pretrained(half)
+    assert dtypes(os.path.join(half, "model.safetensors")) == {"torch.float16"}
+
+    if method == "setfit_fewshot":
+        training = setfit_fewshot.SetFitTrainingArguments(output_dir=training_args.output_dir, max_steps=2)
+        setfit_args = setfit_fewshot.SetFitArguments(num_iterations=2)
+        setfit_fewshot.main(model_args_for(half), data_args, setfit_args, training)
+    else:
+        run_method(method, half, data_args, training_args)
+    assert dtypes(os.path.join(training_args.output_dir, "model.safetensors")) == {"torch.float32"}
+
+
+def dtypes(weights_file: str) -> set[str]:
+    return {str(weight.dtype) for weight in load_file(weights_file).values()}
 
 
 # ---- sequence length ---------------------------------------------------------------------------------------------
