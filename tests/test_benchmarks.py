@@ -190,3 +190,20 @@ def test_gpu_script_dry_run_runs_every_path_on_the_cpu(tiny_bert, tmp_path):
     assert figures["ddp"]["name"] == "ours, DDP on 2 processes" and figures["ddp"]["samples"] > 0
     table = (tmp_path / "gpu.md").read_text()
     assert process.stdout.rstrip().endswith(table.rstrip().splitlines()[-1])
+
+
+def test_gpu_trainer_dry_run_launches_the_project_trainer_as_a_user_does(tiny_bert, tmp_path):
+    """gpu.sh --trainer --dry_run: `accelerate launch trainers/full_finetune.py` with the book's flags and compiled
+    (dynamo tracing with the eager backend on the CPU), steady rates read from the Trainer's TensorBoard log."""
+    process = run_benchmark("bash", "benchmarks/gpu.sh", "--trainer", "--dry_run", "--accuracy_model", tiny_bert,
+                            "--runs", "book,compiled", "--accuracy_runs", "defaults", "--seeds", "1,2",
+                            env={"OUT": str(tmp_path), "PYTHON": sys.executable})  # fmt: skip
+    figures = json.loads((tmp_path / "gpu-trainer.json").read_text())
+    assert [run["name"] for run in figures["throughput"]] == ["book recipe as flags (anchor)",
+                                                              "defaults + --torch_compile"]  # fmt: skip
+    assert all(run["samples_per_s"] > 0 and run["steady_samples_per_s"] > 0 for run in figures["throughput"])
+    assert [(run["name"], run["seed"]) for run in figures["accuracy"]] == [("full_finetune defaults", 1),
+                                                                           ("full_finetune defaults", 2)]  # fmt: skip
+    assert all(0 <= run["f1_macro"] <= 1 for run in figures["accuracy"])
+    table = (tmp_path / "gpu-trainer.md").read_text()
+    assert process.stdout.rstrip().endswith(table.rstrip().splitlines()[-1])
