@@ -138,8 +138,9 @@ def main() -> None:
     os.makedirs(args.out, exist_ok=True)
     figures = {"device": torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU (dry run)",
                "torch": torch.__version__, "throughput": [], "accuracy": []}  # fmt: skip
-    model_dir, data, tokens, flops = throughput_setup(args)
-    for name in filter(None, args.runs.split(",")):
+    runs = [name for name in args.runs.split(",") if name]
+    model_dir, data, tokens, flops = throughput_setup(args) if runs else (None, None, None, None)
+    for name in runs:
         logged = ["--report_to", "tensorboard", "--logging_steps", "1" if args.dry_run else "20"]
         try:
             run = {"name": RUNS[name][0], **launch(args, name, model_dir, data, [*RUNS[name][1], *logged])}

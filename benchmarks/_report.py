@@ -57,9 +57,10 @@ def main() -> None:
     for name in args.names:
         path = os.path.join(args.results_dir, f"{name}.md")
         parts.append(open(path).read() if os.path.exists(path) else f"## {name}\n\n_{name}.py wrote no results._\n")
-    # Kept from elsewhere: the GPU figures (gpu.sh's gpu.md, copied in from the lent machine's $OUT) and the
-    # hand-written account of what each thing tried gave.
-    for path in (os.path.join(args.results_dir, "gpu.md"), os.path.join(BENCHMARKS, "findings.md")):
+    # Kept from elsewhere: the GPU figures (gpu.sh's gpu.md and gpu-trainer.md, copied in from the lent machine's
+    # $OUT) and the hand-written account of what each thing tried gave.
+    kept = [os.path.join(args.results_dir, f"{name}.md") for name in ("gpu", "gpu-trainer")]
+    for path in (*kept, os.path.join(BENCHMARKS, "findings.md")):
         if os.path.exists(path) and os.path.basename(path)[:-3] not in args.names:
             parts.append(open(path).read())
     with open(args.output, "w") as f:

@@ -167,6 +167,7 @@ def test_each_benchmark_runs_quick_and_writes_its_section(name, model, request, 
 def test_report_assembles_a_header_and_every_section(tmp_path):
     (tmp_path / "one.md").write_text("## One\n\nfigures\n")
     (tmp_path / "gpu.md").write_text("## GPU: copied in from the lent machine\n")
+    (tmp_path / "gpu-trainer.md").write_text("## GPU: the trainer, copied in\n")
     output = tmp_path / "results.md"
     run_benchmark(sys.executable, "benchmarks/_report.py", "--results_dir", str(tmp_path), "--output", str(output),
                   "make bench", "one", "missing")  # fmt: skip
@@ -175,7 +176,8 @@ def test_report_assembles_a_header_and_every_section(tmp_path):
     for line in ("- command: `make bench`", "- CPU: ", "- versions: Python ", "torch ", "setfit ", "- date: "):
         assert line in text
     assert "## One\n\nfigures" in text and "_missing.py wrote no results._" in text
-    assert text.index("## One") < text.index("## GPU: copied in") < text.index("## What was tried")
+    sections = ("## One", "## GPU: copied in", "## GPU: the trainer", "## What was tried")
+    assert [text.index(section) for section in sections] == sorted(text.index(section) for section in sections)
 
 
 def test_gpu_script_dry_run_runs_every_path_on_the_cpu(tiny_bert, tmp_path):
