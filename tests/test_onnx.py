@@ -9,15 +9,17 @@ import shutil
 import sys
 
 import numpy as np
+import onnx
 import pytest
 from huggingface_hub import HfApi
 from safetensors.torch import load_file, save_file
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
 from conftest import USER, load_module, load_trainer, model_args_for, run_script
 from shared.args import parse_cli
 from shared.inference import ONNX_INT8, TORCH, ModelSpec, Predictor, files_to_load, load_predictor
-from shared.onnx_export import INT8_FILE, RECORD_FILE, export_int8
-from tiny import review
+from shared.onnx_export import FFN_OUTPUT_NODES, INT8_FILE, RECORD_FILE, export_int8
+from tiny import FAMILIES, review
 
 # int8 weights and activations move a probability by a few hundredths on the tiny models; a label may differ only
 # where the safetensors weights themselves are nearly undecided.
@@ -137,6 +139,23 @@ def test_export_onnx_through_the_trainers_publishes_the_files_that_load_back_by_
         assert_same_predictions(served, load_predictor(ModelSpec(str(local))), TEXTS)
         downloads = {path for method, path in hub.state.requests if method == "GET" and f"/{repo_id}/resolve/" in path}
         assert any(path.endswith(INT8_FILE) for path in downloads)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_int8_keeps_the_feed_forward_output_in_fp32_and_the_other_weights_int8(family, tiny_encoders, tmp_path):
+    """Int8 rounds the feed-forward output projection worst (its input, after GELU, has the outliers): in every
+    family, each layer's stays a float MatMul; every other weight of the encoder layers is int8."""
+    folder = str(tmp_path / family)
+    AutoModelForSequenceClassification.from_pretrained(tiny_encoders[family], num_labels=2).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tiny_encoders[family]).save_pretrained(folder)
+    graph = onnx.load(export_int8(folder)).graph
+    weights = {initializer.name for initializer in graph.initializer}
+    float_weights = [n.name for n in graph.node if n.op_type == "MatMul" and set(n.input) & weights]
+    layers = AutoConfig.from_pretrained(folder).num_hidden_layers
+    assert len(float_weights) == layers and all(
+        any(pattern in name for pattern in FFN_OUTPUT_NODES) for name in float_weights
+    ), float_weights
+    assert sum(n.op_type == "MatMulInteger" for n in graph.node) >= 4 * layers  # attention's four, the FFN's input
 
 
 def test_the_exported_network_runs_on_every_batch_shape(exported):
