@@ -15,10 +15,9 @@ from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer.losses import CosineSimilarityLoss
 from transformers import AutoModelForMaskedLM, AutoTokenizer, TrainingArguments
 
-from conftest import ROOT, load_trainer, model_args_for
+from conftest import ROOT, load_trainer, model_args_for, run_in_fresh_process
 from shared.args import RecipeTrainingArguments, parse_cli
 from shared.setfit_loss import DistinctTextsCosineSimilarityLoss
-from shared.training import freed_memory_reused
 
 CPU_HAS_BF16 = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
 
@@ -78,23 +77,34 @@ def test_distinct_texts_loss_gives_setfits_loss_and_gradients_with_fewer_rows(ti
     assert plain_rows == 10 and rows == len(distinct) < 10
 
 
-def page_faults_per_block(blocks: int = 4) -> float:
-    """Minor page faults per 64 MiB tensor made, written and freed in turn, as a training step makes and frees
-    the dense gradient of a large embedding (16,384 pages each when the block is fresh from the system)."""
+# Minor page faults per 64 MiB tensor made, written and freed in turn, as a training step makes and frees the dense
+# gradient of a large embedding (16,384 pages each when the block comes fresh from the system). In a fresh process:
+# blocks that earlier tests freed into the heap would serve the tensor without a fault.
+PAGE_FAULTS = """
+import resource, torch
+from shared.training import freed_memory_reused
+
+def page_faults_per_block(blocks=4):
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for _ in range(blocks):
-        torch.ones(16 * 2**20).sum()  # written, then freed at once
+        torch.ones(16 * 2**20).sum()
     return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / blocks
+
+default = page_faults_per_block()
+with freed_memory_reused():
+    page_faults_per_block(1)  # the first block still comes from the system
+    training = page_faults_per_block()
+result({"default": default, "training": training, "after": page_faults_per_block()})
+"""
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator thresholds")
 def test_training_reuses_large_freed_blocks_and_gives_the_default_back_after():
     fresh = 16 * 2**20 * 4 // resource.getpagesize()
-    assert page_faults_per_block() > fresh / 2  # glibc's default: each block comes from the system afresh
-    with freed_memory_reused():
-        page_faults_per_block(1)  # the first one still comes from the system
-        assert page_faults_per_block() < fresh / 20
-    assert page_faults_per_block() > fresh / 2
+    faults = run_in_fresh_process(PAGE_FAULTS)
+    assert faults["default"] > fresh / 2  # glibc's default: each block comes from the system afresh
+    assert faults["training"] < fresh / 20
+    assert faults["after"] > fresh / 2
 
 
 def test_bf16_is_the_default_where_the_cpu_computes_in_bf16(tmp_path):
