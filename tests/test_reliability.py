@@ -241,7 +241,8 @@ def test_a_half_precision_checkpoint_is_trained_in_fp32(
     method, tiny_bert, tiny_sentence_transformer, data_args, training_args, tmp_path
 ):
     """Many Hub checkpoints store fp16 weights, and transformers 5 loads a checkpoint in its stored dtype: trained so,
-    AdamW's small steps are lost to fp16 rounding. The trained model's weights are fp32."""
+    a CPU run crashed inside torch (mixed dtype) and a GPU run lost AdamW's small steps to fp16 rounding. The run
+    trains, and the trained model's weights are fp32."""
     half = str(tmp_path / "half")
     if method == "setfit_fewshot":
         SentenceTransformer(tiny_sentence_transformer).half().save_pretrained(half)
