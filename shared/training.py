@@ -327,8 +327,9 @@ def freed_memory_reused():
 
     By default glibc returns a freed block over 32 MiB to the system at once, so a tensor that large made at every
     step (the dense gradient of a 30,000-token embedding: 45 MiB for MiniLM) is page-faulted in afresh each time:
-    about a tenth of a MiniLM step on a CPU (benchmarks/findings.md). Afterwards the thresholds go back to the
-    values glibc's own dynamic ones grow to, so a later run in the same process starts as a fresh one would.
+    about a tenth of a MiniLM step on a CPU (benchmarks/findings.md). Afterwards the kept blocks go back to the
+    system and the thresholds to the values glibc's own dynamic ones grow to, so that a later run in the same
+    process starts as a fresh one would.
     """
     libc = _glibc()
     if libc is None:
@@ -341,6 +342,7 @@ def freed_memory_reused():
     finally:
         libc.mallopt(M_MMAP_THRESHOLD, GLIBC_MMAP_THRESHOLD_MAX)
         libc.mallopt(M_TRIM_THRESHOLD, GLIBC_TRIM_THRESHOLD_MAX)
+        libc.malloc_trim(0)
 
 
 def _glibc():
