@@ -33,7 +33,7 @@ from shared.data import (
     label_setup,
     with_multi_hot_labels,
 )
-from shared.hub import PUSH_IGNORE, TRAINING_DTYPE, HubTarget, load_pretrained
+from shared.hub import PUSH_IGNORE, HubTarget, load_pretrained
 from shared.metrics import (
     MULTI_LABEL,
     classification_metrics,
@@ -175,7 +175,6 @@ def load_classifier(model_name_or_path: str, revision: str, label_names: list[st
         num_labels=len(label_names),
         id2label=dict(enumerate(label_names)),
         label2id={name: i for i, name in enumerate(label_names)},
-        dtype=TRAINING_DTYPE,
         **({"problem_type": MULTI_LABEL} if multi_label else {}),
     )
 

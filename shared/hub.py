@@ -267,27 +267,28 @@ def _status(err: Exception) -> str:
     return str(err) or type(err).__name__
 
 
-# What a model to be trained is loaded in, whatever dtype its checkpoint stores (transformers 5 loads a checkpoint in
-# its stored dtype): AdamW's small steps vanish in fp16 rounding. bf16 and fp16 compute come from autocast.
-TRAINING_DTYPE = "float32"
+# Every model loads in fp32, whatever dtype its checkpoint stores (transformers 5 and sentence-transformers load a
+# checkpoint in its stored dtype): training an fp16 copy crashes on a CPU and loses AdamW's small steps to fp16
+# rounding on a GPU; serving one on a CPU is slow, and int8 quantization starts from fp32. bf16 and fp16 compute
+# come from autocast.
+MODEL_DTYPE = "float32"
 
 
 def load_pretrained(auto_class, name_or_path: str, revision: str = "main", **kwargs):
-    """`auto_class.from_pretrained` with safe defaults: safetensors weights only, no remote code.
+    """`auto_class.from_pretrained` with safe defaults: safetensors weights only, no remote code; models in fp32.
 
     A missing repo, a repo without safetensors weights or an unreadable folder becomes one InputError.
     """
     is_model = not auto_class.__name__.endswith(("Tokenizer", "Config"))
-    safe = {"use_safetensors": True} if is_model else {}
+    safe = {"use_safetensors": True, "dtype": MODEL_DTYPE} if is_model else {}
     try:
         return auto_class.from_pretrained(name_or_path, revision=revision, trust_remote_code=False, **safe, **kwargs)
     except (OSError, ValueError) as err:
         raise InputError(f"could not load {name_or_path!r} with {auto_class.__name__}: {err}") from err
 
 
-def load_sentence_transformer(name_or_path: str, revision: str = "main", dtype: str | None = None):
-    """A sentence-transformers model with the same safe defaults: safetensors weights, no remote code; in `dtype`
-    when given, else in its checkpoint's.
+def load_sentence_transformer(name_or_path: str, revision: str = "main"):
+    """A sentence-transformers model with the same safe defaults: safetensors weights, no remote code, fp32.
 
     A plain transformers encoder gets mean pooling, which is how SetFit starts from one.
     """
@@ -298,7 +299,7 @@ def load_sentence_transformer(name_or_path: str, revision: str = "main", dtype: 
             name_or_path,
             revision=revision,
             trust_remote_code=False,
-            model_kwargs={"use_safetensors": True, **({"dtype": dtype} if dtype else {})},
+            model_kwargs={"use_safetensors": True, "dtype": MODEL_DTYPE},
         )
     except (OSError, ValueError) as err:
         raise InputError(f"could not load {name_or_path!r} as a sentence-transformers model: {err}") from err

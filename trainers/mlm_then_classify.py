@@ -39,7 +39,7 @@ from shared.card import card_details, write_encoder_card
 from shared.classification import Method, train_classifier
 from shared.data import FILE_BUILDERS, dataset_source, load_labeled_data, sample_per_label
 from shared.errors import InputError, exit_on_cli_error
-from shared.hub import TRAINING_DTYPE, load_pretrained, preflight, push_folder
+from shared.hub import load_pretrained, preflight, push_folder
 from shared.results import model_reference
 from shared.training import (
     checkpoint_run,
@@ -218,9 +218,7 @@ def adapt_encoder(
     )
 
     set_seed(training_args.seed)
-    model = load_pretrained(
-        AutoModelForMaskedLM, model_args.model_name_or_path, model_args.model_revision, dtype=TRAINING_DTYPE
-    )
+    model = load_pretrained(AutoModelForMaskedLM, model_args.model_name_or_path, model_args.model_revision)
     encoder_dir = os.path.join(training_args.output_dir, ENCODER_DIR)
     mlm_training_args = replace(
         training_args,

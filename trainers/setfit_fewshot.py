@@ -66,7 +66,7 @@ from shared.data import (
     with_multi_hot_labels,
 )
 from shared.errors import InputError, exit_on_cli_error
-from shared.hub import TRAINING_DTYPE, load_sentence_transformer, preflight
+from shared.hub import load_sentence_transformer, preflight
 from shared.metrics import classification_metrics, multi_label_metrics, over_threshold
 from shared.onnx_export import export_int8
 from shared.publish import publish
@@ -158,7 +158,7 @@ def build_model(
             "--class_weight with weights per label name cannot weigh a multi-label logistic head (one-vs-rest fits "
             "one model for all labels alike): use --class_weight balanced or --head_type differentiable"
         )
-    body = load_sentence_transformer(model_args.model_name_or_path, model_args.model_revision, TRAINING_DTYPE)
+    body = load_sentence_transformer(model_args.model_name_or_path, model_args.model_revision)
     if args.head_type == "differentiable":
         dimension = body.get_sentence_embedding_dimension()
         head = SetFitHead(in_features=dimension, out_features=len(names), multitarget=multi_label)
