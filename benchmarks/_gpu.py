@@ -36,12 +36,18 @@ from _workloads import read_demo, varied_texts  # noqa: E402
 MINILM_COPY = ".gpu-minilm"  # where --export_minilm writes the copy that travels to the GPU machine
 
 
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default="benchmarks/results", help="Folder for gpu.json and gpu.md.")
-    parser.add_argument("--dry_run", action="store_true", help="Tiny config on the CPU: the same code, in seconds.")
-    parser.add_argument("--accuracy_model", default=MINILM_COPY, help="Encoder folder for the accuracy check.")
+def gpu_parser(description: str, results: str) -> argparse.ArgumentParser:
+    """The arguments both GPU scripts take: where `results` go, the dry run, the accuracy encoder, the GPU's peak."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default="benchmarks/results", help=f"Folder for {results}.")
+    parser.add_argument("--dry_run", action="store_true", help="A tiny config on the CPU: the same code, in seconds.")
+    parser.add_argument("--accuracy_model", default=MINILM_COPY, help="Encoder folder for the accuracy runs.")
     parser.add_argument("--peak_tflops", type=float, default=989.0, help="bf16 dense peak (H200 datasheet: 989).")
+    return parser
+
+
+def parse_args() -> argparse.Namespace:
+    parser = gpu_parser(__doc__, "gpu.json and gpu.md")
     parser.add_argument("--seconds", type=float, default=20.0, help="Measured time per throughput run.")
     parser.add_argument("--recipes", default="book,ours,compiled,graphs,large", help="Throughput runs, in order.")
     parser.add_argument("--accuracy", type=int, default=1, help="0: skip the accuracy check.")

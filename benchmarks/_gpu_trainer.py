@@ -28,7 +28,7 @@ import torch
 from transformers import AutoTokenizer, BertModel
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _gpu import MINILM_COPY, encoder_config, flops_per_sequence  # noqa: E402
+from _gpu import encoder_config, flops_per_sequence, gpu_parser  # noqa: E402
 from _workloads import DEMO, ROOT, varied_texts  # noqa: E402
 
 BOOK_FLAGS = ["--train_sampling_strategy", "random", "--bf16", "false", "--eval_strategy", "no"]
@@ -44,16 +44,12 @@ RUNS = {
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default="benchmarks/results", help="Folder for gpu-trainer.json and .md.")
-    parser.add_argument("--dry_run", action="store_true", help="A tiny config on the CPU: the same launches, quickly.")
-    parser.add_argument("--accuracy_model", default=MINILM_COPY, help="Encoder folder for the accuracy runs.")
+    parser = gpu_parser(__doc__, "gpu-trainer.json and gpu-trainer.md")
     parser.add_argument("--texts", type=int, default=10000, help="Training texts of the throughput runs.")
     parser.add_argument("--runs", default="book,defaults,compiled", help=f"Throughput runs, of {','.join(RUNS)}.")
     parser.add_argument("--accuracy_runs", default="book,defaults", help="Recipes of the accuracy runs.")
     parser.add_argument("--seeds", default="1,2,3", help="Seeds of each accuracy recipe.")
     parser.add_argument("--timeout", type=int, default=170, help="Seconds one launch may take.")
-    parser.add_argument("--peak_tflops", type=float, default=989.0, help="bf16 dense peak (H200 datasheet: 989).")
     args = parser.parse_args()
     args.work = tempfile.mkdtemp(prefix="gpu-trainer-")  # checkpoints of 440 MB: not in --out, which comes back
     return args
