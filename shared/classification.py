@@ -204,14 +204,18 @@ def classifier_trainer(
         train_dataset=tokenized["train"],
         eval_dataset=tokenized["validation"],
         processing_class=tokenizer,
-        # Lengths in multiples of 8 suit tensor cores under mixed precision.
-        data_collator=DataCollatorWithPadding(
-            tokenizer, pad_to_multiple_of=8 if training_args.mixed_precision != "no" else None
-        ),
+        data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=padding_multiple(training_args)),
         compute_metrics=trainer_compute_metrics(model.config.num_labels, threshold),
         compute_loss_func=weighted_loss(weights, multi_label=threshold is not None) if weights else None,
         callbacks=callbacks,
     )
+
+
+def padding_multiple(training_args: TrainingArguments) -> int | None:
+    """Lengths in multiples of 8 suit a GPU's tensor cores under mixed precision. A CPU gains nothing from them and
+    pays for every padding token: on the demo reviews (9-23 tokens) they added 18% tokens and made a step 7% slower
+    (benchmarks/findings.md)."""
+    return 8 if training_args.mixed_precision != "no" and training_args.device.type == "cuda" else None
 
 
 def weighted_loss(weights: list[float], multi_label: bool) -> Callable:

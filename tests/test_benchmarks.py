@@ -132,6 +132,41 @@ def test_full_finetune_defaults_predict_what_fp32_predicts(tiny_bert, data_args,
     assert (probabilities["fast"] - probabilities["plain"]).abs().max() < 0.05
 
 
+@pytest.mark.skipif(not CPU_HAS_BF16, reason="bf16 mixed precision is the default only on a CPU that computes in bf16")
+def test_a_cpu_batch_is_padded_to_its_longest_text_only(tiny_bert, training_args):
+    """Under bf16 on a CPU, no padding to multiples of 8 (a GPU's tensor cores want them; a CPU pays for each)."""
+    from transformers import AutoModelForSequenceClassification
+
+    from shared.classification import classifier_trainer
+
+    assert training_args.mixed_precision == "bf16"
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
+    texts = ["good", "a long and rather slow film that nobody should see", "fine soup"]
+    tokenized = {"train": [], "validation": []}
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_bert, num_labels=2)
+    trainer = classifier_trainer(model, tokenizer, tokenized, training_args)
+    batch = trainer.data_collator([{**tokenizer(text), "labels": 0} for text in texts])
+    longest = max(len(tokenizer(text)["input_ids"]) for text in texts)
+    assert longest % 8 and batch["input_ids"].shape == (3, longest)
+
+
+def test_the_divergence_guard_adds_no_pass_over_the_gradients(tiny_bert, data_args, training_args, monkeypatch):
+    """The guard checks the gradient norm the Trainer computes at each step for clipping and logging: one norm over
+    the gradients per step, not two."""
+    passes = []
+    foreach_norm = torch._foreach_norm
+
+    def counted(tensors, *args, **kwargs):
+        passes.append(sum(t.numel() for t in tensors))
+        return foreach_norm(tensors, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "_foreach_norm", counted)
+    load_trainer("full_finetune").main(model_args_for(tiny_bert), data_args, training_args)
+    weights = sum(p.numel() for p in AutoModelForMaskedLM.from_pretrained(tiny_bert).bert.parameters())
+    full_passes = [n for n in passes if n >= weights]  # over every gradient of the encoder (and the head)
+    assert len(full_passes) == training_args.max_steps, passes
+
+
 def predict(model_dir: str, test_file: str) -> torch.Tensor:
     import csv
 

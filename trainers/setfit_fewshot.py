@@ -218,6 +218,7 @@ def main(
             callbacks=[guard, PairShare(), *stopping],
         )
     check_launch(trainer)
+    guard.read_grad_norms_of(trainer.st_trainer.accelerator)
     # setfit's Trainer.train() in its two steps: the body on every process (data-parallel when launched on
     # several), then the head on the main process only.
     train = trainer.dataset_to_parameters(data["train"])
