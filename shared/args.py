@@ -189,14 +189,15 @@ class RecipeTrainingArguments(TrainingArguments):
 
 
 def bf16_by_default(bf16: bool | None, fp16: bool, use_cpu: bool = False) -> bool:
-    """--bf16 as given; unset, True where the device computes in bf16 natively (a CUDA GPU that supports it, or a
-    CPU with AVX512-BF16 or AMX) and fp16 was not asked for."""
+    """--bf16 as given; unset, True where the device computes in bf16 natively (a CUDA GPU from Ampere on, or a
+    CPU with AVX512-BF16 or AMX) and fp16 was not asked for. A GPU that only emulates bf16 (a T4, a V100) trains
+    in fp32 by default: torch's emulation is slower than fp32 there."""
     if bf16 is not None:
         return bf16
     if fp16:
         return False
     if torch.cuda.is_available() and not use_cpu:
-        return torch.cuda.is_bf16_supported()
+        return torch.cuda.is_bf16_supported(including_emulation=False)
     return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
 
 

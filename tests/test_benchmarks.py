@@ -116,6 +116,18 @@ def test_bf16_is_the_default_where_the_cpu_computes_in_bf16(tmp_path):
     assert off.bf16 is False and off.mixed_precision == "no"
 
 
+@pytest.mark.parametrize("native", [True, False], ids=["ampere-or-later", "emulating"])
+def test_bf16_is_the_default_only_on_a_gpu_that_computes_in_bf16(native, monkeypatch):
+    """torch reports bf16 as supported on a T4 or V100 too, where it is emulated (slower than fp32); only a GPU
+    with bf16 arithmetic gets it by default."""
+    from shared.args import bf16_by_default
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: native or including_emulation)
+    assert bf16_by_default(None, fp16=False) is native
+    assert bf16_by_default(None, fp16=True) is False and bf16_by_default(True, fp16=False) is True
+
+
 @pytest.mark.skipif(not CPU_HAS_BF16, reason="bf16 is the default only on a CPU that computes in bf16")
 def test_full_finetune_defaults_predict_what_fp32_predicts(tiny_bert, data_args, training_args, tmp_path):
     """The fast defaults (bf16 autocast, batches grouped by length) against fp32 in random order: the same
