@@ -188,7 +188,8 @@ OFFSET_POSITION_MODELS = {"roberta", "xlm-roberta", "camembert", "mpnet", "longf
 
 
 class TrainingGuard(TrainerCallback):
-    """Stops training at the first non-finite gradient (a non-finite loss makes every gradient non-finite), and
+    """Stops training at the first non-finite gradient (a non-finite loss makes every gradient non-finite) that fp16's
+    loss scaling does not explain, and
     at the end of the step during which SIGTERM or SIGINT arrived, saving a checkpoint when checkpoints are on.
     Each checkpoint records which run wrote it."""
 
@@ -197,6 +198,7 @@ class TrainingGuard(TrainerCallback):
         self.signal_name: str | None = None
         self.step = 0
         self.grad_norm = None
+        self.accelerator = None
 
     def read_grad_norms_of(self, accelerator) -> None:
         """Check the gradient norm that `accelerator` computes for the Trainer at each step (to clip it, or only
@@ -209,6 +211,7 @@ class TrainingGuard(TrainerCallback):
             return self.grad_norm
 
         accelerator.clip_grad_norm_ = clip_and_keep_norm
+        self.accelerator = accelerator
 
     def on_pre_optimizer_step(self, args, state, control, **kwargs):
         # Checked before the optimizer applies the update, whatever logging_nan_inf_filter hides from the logs.
@@ -218,12 +221,19 @@ class TrainingGuard(TrainerCallback):
             model = kwargs.get("st_model") or kwargs["model"]
             grads = [p.grad for p in model.parameters() if p.grad is not None]
             norm = torch.nn.utils.get_total_norm(grads) if grads else 0.0
-        if not torch.isfinite(torch.as_tensor(norm)):
+        if not torch.isfinite(torch.as_tensor(norm)) and not self._loss_scale_overflowed():
             raise TrainingStopped(
                 f"non-finite loss at step {state.global_step + 1}: the loss or its gradients became NaN or inf, so "
                 "training stopped; nothing was saved as the final model or published. Lower --learning_rate, or "
                 "train in fp32 if --fp16 was on"
             )
+
+    def _loss_scale_overflowed(self) -> bool:
+        """Under fp16 on a GPU, torch's GradScaler multiplies the loss by a scale (65,536 at first), skips a step whose
+        scaled gradients overflow and halves the scale: a normal event early in a run, not divergence. Gradients
+        that overflow at a scale of 1 or less are non-finite in themselves (a NaN loss halves it there in 16 steps)."""
+        scaler = getattr(self.accelerator, "scaler", None)
+        return scaler is not None and scaler.is_enabled() and scaler.get_scale() > 1
 
     def on_step_end(self, args, state, control, **kwargs):
         self.step = state.global_step

@@ -19,7 +19,7 @@ from transformers import AutoModel, AutoTokenizer
 
 from conftest import ORG, ROOT, TOKEN, USER, free_port, load_trainer, model_args_for, run_script, stop_launch
 from shared.errors import InputError
-from shared.training import TrainingStopped
+from shared.training import TrainingGuard, TrainingStopped
 from tiny import build_tiny_encoder
 
 full_finetune = load_trainer("full_finetune")
@@ -180,6 +180,34 @@ def test_setfit_stops_on_a_diverging_body(tiny_sentence_transformer, data_args, 
         setfit_fewshot.main(model_args_for(tiny_sentence_transformer), data_args,
                             setfit_fewshot.SetFitArguments(num_iterations=4), training)  # fmt: skip
     assert not (tmp_path / "setfit" / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize("scale", [2.0**16, 1.0, None], ids=["scale-65536", "scale-1", "no-scaler"])
+def test_an_fp16_step_that_the_loss_scaler_skips_is_not_divergence(scale, tmp_path):
+    """Under fp16 on a GPU, accelerate's GradScaler skips a step whose scaled gradients overflow and lowers its scale;
+    the guard lets it (the first steps of many fp16 runs do this). Gradients that overflow at a scale of 1, or
+    without loss scaling, stop the run. Here on the CPU: the accelerate and torch objects of such a run, with the
+    overflowed gradients the scaler sees."""
+    import torch
+    from accelerate import Accelerator
+    from transformers import TrainerControl, TrainerState, TrainingArguments
+
+    accelerator = Accelerator()
+    if scale is not None:
+        accelerator.scaler = torch.amp.GradScaler("cpu", init_scale=scale)  # what accelerate makes for fp16 on a GPU
+    guard = TrainingGuard({"method": "full_finetune"})
+    guard.read_grad_norms_of(accelerator)
+    model = torch.nn.Linear(4, 2)
+    for weight in model.parameters():
+        weight.grad = torch.ones_like(weight)
+    model.weight.grad[0, 0] = float("inf")
+    accelerator.clip_grad_norm_(model.parameters(), 1.0)  # as the Trainer calls it before each optimizer step
+    step = (TrainingArguments(str(tmp_path), report_to="none"), TrainerState(global_step=4), TrainerControl())
+    if scale == 2.0**16:
+        guard.on_pre_optimizer_step(*step, model=model)
+    else:
+        with pytest.raises(TrainingStopped, match="non-finite loss at step 5"):
+            guard.on_pre_optimizer_step(*step, model=model)
 
 
 # ---- output folders ----------------------------------------------------------------------------------------------
