@@ -189,9 +189,8 @@ OFFSET_POSITION_MODELS = {"roberta", "xlm-roberta", "camembert", "mpnet", "longf
 
 class TrainingGuard(TrainerCallback):
     """Stops training at the first non-finite gradient (a non-finite loss makes every gradient non-finite) that fp16's
-    loss scaling does not explain, and
-    at the end of the step during which SIGTERM or SIGINT arrived, saving a checkpoint when checkpoints are on.
-    Each checkpoint records which run wrote it."""
+    loss scaling does not explain, and at the end of the step during which SIGTERM or SIGINT arrived, saving a
+    checkpoint when checkpoints are on. Each checkpoint records which run wrote it."""
 
     def __init__(self, run: dict):
         self.run = run
