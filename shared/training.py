@@ -241,6 +241,13 @@ class TrainingGuard(TrainerCallback):
             control.should_save = args.save_strategy != "no"  # transformers' SaveStrategy compares equal to strings
         return control
 
+    def on_epoch_end(self, args, state, control, **kwargs):
+        # A stop ends the epoch early; the Trainer would still evaluate (and save again) as at a full epoch's end,
+        # keeping a Ctrl-C waiting for a pass over the whole validation split. The step's checkpoint is saved.
+        if self.signal_name:
+            control.should_evaluate = control.should_save = False
+        return control
+
     def on_save(self, args, state, control, **kwargs):
         path = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
         if state.is_world_process_zero and os.path.isdir(path):

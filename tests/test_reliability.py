@@ -154,6 +154,36 @@ def test_a_stopped_launch_checkpoints_publishes_nothing_and_leaves_no_process(
     assert os.path.isfile(os.path.join(out, checkpoints[-1], "trainer_state.json"))  # the last one is complete
 
 
+def test_a_stop_mid_epoch_does_not_wait_for_the_epochs_evaluation(tiny_bert, data_args, training_args):
+    """Ctrl-C during an epoch stops the run at the end of that step: without the pass over the validation split
+    that the end of a full epoch brings (on a large split, minutes after the user asked to stop)."""
+    from transformers import AutoTokenizer, TrainerCallback
+
+    from shared.classification import classifier_trainer, load_classifier, tokenize_splits
+    from shared.data import label_names, load_labeled_data
+    from shared.training import run_training
+
+    class CtrlCAtStep2(TrainerCallback):
+        evaluations = 0
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 2:
+                os.kill(os.getpid(), signal.SIGINT)
+
+        def on_evaluate(self, args, state, control, **kwargs):
+            self.evaluations += 1
+
+    args = replace(training_args, eval_strategy="epoch", max_steps=-1, num_train_epochs=2)  # 6 steps an epoch
+    splits = load_labeled_data(data_args, args.seed)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
+    model = load_classifier(tiny_bert, None, label_names(splits))
+    callback = CtrlCAtStep2()
+    trainer = classifier_trainer(model, tokenizer, tokenize_splits(splits, tokenizer, 32), args, callbacks=[callback])
+    with pytest.raises(TrainingStopped, match="stopped by SIGINT at step 2"):
+        run_training(trainer, {"method": "full_finetune"})
+    assert callback.evaluations == 0 and trainer.state.global_step == 2
+
+
 # ---- divergence --------------------------------------------------------------------------------------------------
 
 
