@@ -181,11 +181,22 @@ class RecipeTrainingArguments(TrainingArguments):
 
     def __post_init__(self):
         check_hub_model_id(self.hub_model_id)
+        check_fp16_device(self.fp16, self.use_cpu)
         self.bf16 = bf16_by_default(self.bf16, self.fp16, self.use_cpu)
         if self.bf16 and not torch.cuda.is_available():
             self.use_cpu = True  # transformers trains in bf16 on a CPU only when told that it is one
         super().__post_init__()
         check_early_stopping(self, CLASSIFIER_METRICS)
+
+
+def check_fp16_device(fp16: bool, use_cpu: bool = False) -> None:
+    """--fp16 only on a GPU: on a CPU accelerate makes no fp16 autocast, so the run trained in fp32 while its
+    results.json and card said fp16."""
+    if fp16 and (use_cpu or not torch.cuda.is_available()):
+        raise InputError(
+            "--fp16 needs a GPU: on a CPU the run would train in fp32 all the same. Leave it out (bf16 is the "
+            "default where the CPU computes in bf16) or pass --bf16 true"
+        )
 
 
 def bf16_by_default(bf16: bool | None, fp16: bool, use_cpu: bool = False) -> bool:
@@ -270,6 +281,7 @@ def common_training_arguments(
 
     def __post_init__(self):
         check_hub_model_id(self.hub_model_id)
+        check_fp16_device(getattr(self, "fp16", False))
         if "bf16" in self.__dataclass_fields__:
             self.bf16 = bf16_by_default(self.bf16, getattr(self, "fp16", False))
         check_early_stopping(self, metrics)

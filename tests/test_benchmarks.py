@@ -123,7 +123,8 @@ def test_bf16_is_the_default_only_on_a_gpu_that_computes_in_bf16(native, monkeyp
     from shared.args import bf16_by_default
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: native or including_emulation)
+    supported = lambda including_emulation=True: native or including_emulation  # noqa: E731 - torch's signature
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", supported)
     assert bf16_by_default(None, fp16=False) is native
     assert bf16_by_default(None, fp16=True) is False and bf16_by_default(True, fp16=False) is True
 

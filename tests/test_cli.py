@@ -112,6 +112,17 @@ def test_an_invalid_repo_id_is_one_line_before_anything_loads(tmp_path):
         assert len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="--fp16 is refused only where no GPU trains")
+def test_fp16_on_a_cpu_is_one_line_before_anything_loads(tmp_path):
+    """On a CPU --fp16 trained in fp32 (accelerate makes no fp16 autocast there) while results.json said fp16."""
+    for script in SCRIPTS:
+        flags = ["--fp16", "--model_name_or_path", "/nonexistent", "--output_dir", str(tmp_path / script)]
+        result = run_script([sys.executable, f"trainers/{script}.py", *flags])
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.strip().startswith("error: --fp16 needs a GPU: on a CPU the run would train in fp32")
+        assert len(result.stderr.strip().splitlines()) == 1 and not os.path.exists(tmp_path / script)
+
+
 def test_setfit_refuses_trainer_flags_it_has_no_use_for():
     result = run_script([sys.executable, "trainers/setfit_fewshot.py", "--weight_decay", "0.1",
                          "--resume_from_checkpoint", "out/checkpoint-4"])  # fmt: skip
