@@ -8,6 +8,7 @@ import re
 import sys
 
 import pytest
+import torch
 import yaml
 
 from conftest import ROOT, accelerate_launch, load_trainer, model_args_for, run_script
@@ -112,7 +113,7 @@ def test_an_invalid_repo_id_is_one_line_before_anything_loads(tmp_path):
         assert len(result.stderr.strip().splitlines()) == 1
 
 
-@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="--fp16 is refused only where no GPU trains")
+@pytest.mark.skipif(torch.cuda.is_available(), reason="--fp16 is refused only where no GPU trains")
 def test_fp16_on_a_cpu_is_one_line_before_anything_loads(tmp_path):
     """On a CPU --fp16 trained in fp32 (accelerate makes no fp16 autocast there) while results.json said fp16."""
     for script in SCRIPTS:
