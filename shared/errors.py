@@ -1,6 +1,7 @@
 """Errors that end a run with one clear message instead of a traceback, and how the command line reports them."""
 
 import contextlib
+import logging
 import os
 import sys
 
@@ -33,3 +34,17 @@ def exit_on_cli_error():
         if not (isinstance(err, InputError) and int(os.environ.get("RANK", "0")) != 0):
             print(f"error: {err}" if len(err.problems) == 1 else f"error:\n{err}", file=sys.stderr)
         sys.exit(2 if isinstance(err, InputError) else 1)
+
+
+def configure_cli_logging(method: str) -> None:
+    """What a trainer's command line logs: every library's warnings, and the progress of shared and of `method`.
+
+    huggingface_hub gives its logger a handler of its own and lets records reach ours too, which printed each of its
+    warnings (a retried download, say) twice: it keeps its own handler only.
+    """
+    from huggingface_hub.utils import logging as hub_logging
+
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
+    for name in ("shared", method):
+        logging.getLogger(name).setLevel(logging.INFO)
+    hub_logging.disable_propagation()

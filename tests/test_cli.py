@@ -124,6 +124,20 @@ def test_fp16_on_a_cpu_is_one_line_before_anything_loads(tmp_path):
         assert len(result.stderr.strip().splitlines()) == 1 and not os.path.exists(tmp_path / script)
 
 
+def test_a_trainers_log_shows_each_hub_warning_once():
+    """huggingface_hub's warnings (a download retried after a lost connection, say) reached its own handler and the
+    trainers' too: each was printed twice. The trainers' logging setup, in a fresh process as a launch runs it."""
+    code = (
+        "import logging; from shared.errors import configure_cli_logging; configure_cli_logging('full_finetune'); "
+        "logging.getLogger('huggingface_hub.utils._http').warning('lost answer, retrying'); "
+        "logging.getLogger('shared.data').info('tokenized')"
+    )
+    result = run_script([sys.executable, "-c", code])
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("lost answer, retrying") == 1, result.stderr
+    assert "INFO shared.data: tokenized" in result.stderr  # the project's progress still shows
+
+
 def test_setfit_refuses_trainer_flags_it_has_no_use_for():
     result = run_script([sys.executable, "trainers/setfit_fewshot.py", "--weight_decay", "0.1",
                          "--resume_from_checkpoint", "out/checkpoint-4"])  # fmt: skip

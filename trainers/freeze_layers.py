@@ -21,7 +21,7 @@ from transformers import AutoConfig, PreTrainedModel
 from shared.args import DataArguments, ModelArguments, RecipeTrainingArguments, hub_args_from, parse_cli
 from shared.classification import Method, train_classifier
 from shared.data import load_labeled_data
-from shared.errors import InputError, exit_on_cli_error
+from shared.errors import InputError, configure_cli_logging, exit_on_cli_error
 from shared.hub import load_pretrained, preflight
 from shared.results import count_parameters
 from shared.training import start_run
@@ -120,8 +120,6 @@ def summary(num_frozen: int, num_layers: int) -> str:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
-    logging.getLogger("shared").setLevel(logging.INFO)
-    logging.getLogger(METHOD).setLevel(logging.INFO)
+    configure_cli_logging(METHOD)
     with exit_on_cli_error():
         main(*parse_cli(ARGUMENTS, __doc__, output_dir=f"outputs/{METHOD}"))

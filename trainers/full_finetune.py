@@ -14,12 +14,10 @@ model card and results.json, and with --push_to_hub the same files are published
 file as the first argument holds flags (flags after it override it).
 """
 
-import logging
-
 from shared.args import DataArguments, ModelArguments, RecipeTrainingArguments, hub_args_from, parse_cli
 from shared.classification import Method, train_classifier
 from shared.data import load_labeled_data
-from shared.errors import exit_on_cli_error
+from shared.errors import configure_cli_logging, exit_on_cli_error
 from shared.hub import preflight
 from shared.training import start_run
 
@@ -40,7 +38,6 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: Re
 
 
 if __name__ == "__main__":
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
-    logging.getLogger("shared").setLevel(logging.INFO)
+    configure_cli_logging(METHOD)
     with exit_on_cli_error():
         main(*parse_cli(ARGUMENTS, __doc__, output_dir=f"outputs/{METHOD}"))

@@ -38,7 +38,7 @@ from shared.args import DataArguments, ModelArguments, RecipeTrainingArguments, 
 from shared.card import card_details, write_encoder_card
 from shared.classification import Method, train_classifier
 from shared.data import FILE_BUILDERS, dataset_source, load_labeled_data, sample_per_label
-from shared.errors import InputError, exit_on_cli_error
+from shared.errors import InputError, configure_cli_logging, exit_on_cli_error
 from shared.hub import load_pretrained, preflight, push_folder
 from shared.results import model_reference
 from shared.training import (
@@ -401,8 +401,6 @@ def summary(adaptation: Adaptation) -> str:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
-    logging.getLogger("shared").setLevel(logging.INFO)
-    logger.setLevel(logging.INFO)
+    configure_cli_logging(METHOD)
     with exit_on_cli_error():
         main(*parse_cli(ARGUMENTS, __doc__, output_dir=f"outputs/{METHOD}"))

@@ -65,7 +65,7 @@ from shared.data import (
     load_labeled_data,
     with_multi_hot_labels,
 )
-from shared.errors import InputError, exit_on_cli_error
+from shared.errors import InputError, configure_cli_logging, exit_on_cli_error
 from shared.hub import load_sentence_transformer, preflight
 from shared.metrics import classification_metrics, multi_label_metrics, over_threshold
 from shared.onnx_export import export_int8
@@ -396,8 +396,6 @@ def head_and_body_parameters(model: SetFitModel) -> int:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
-    logging.getLogger("shared").setLevel(logging.INFO)
-    logger.setLevel(logging.INFO)
+    configure_cli_logging(METHOD)
     with exit_on_cli_error():
         main(*parse_cli(ARGUMENTS, __doc__, refused=REFUSED, output_dir=f"outputs/{METHOD}"))
