@@ -80,6 +80,11 @@ def project(model_path: str, data_args, args, output_dir: str, name: str, note: 
                    note or f"{training_args.train_sampling_strategy}, {precision}")  # fmt: skip
 
 
+def ratio(pair: list[Figures]) -> float:
+    anchor, project_row = pair
+    return project_row.samples_per_s / anchor.samples_per_s
+
+
 def main():
     args = parse_args(__doc__)
     section = Section(
@@ -118,15 +123,11 @@ def main():
              project(args.model, data_args, args, folder(), "full_finetune defaults")]
             for _ in range(pairs)
         ]  # fmt: skip
-        ratios = [project_row.samples_per_s / anchor.samples_per_s for anchor, project_row in runs]
-        rows = runs[sorted(range(pairs), key=ratios.__getitem__)[pairs // 2]]
+        rows = sorted(runs, key=ratio)[pairs // 2]
         section.table(caption, rows)
         if pairs > 1:
-            section.text(
-                f"{pairs} pairs, each side run in turn: "
-                + ", ".join(f"{ratio:.2f}x" for ratio in ratios)
-                + "; the table shows the median pair."
-            )
+            listed = ", ".join(f"{ratio(run):.2f}x" for run in runs)
+            section.text(f"{pairs} pairs, each side run in turn: {listed}; the table shows the median pair.")
     # One setting at a time on the set where padding shows, each against the same anchor as above.
     caption, data_args = workloads[1]
     ladder = [
