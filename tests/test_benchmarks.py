@@ -3,6 +3,7 @@
 Speed itself is never asserted here: the targets live in benchmarks/ and benchmarks/results.md.
 """
 
+import csv
 import json
 import os
 import resource
@@ -13,10 +14,11 @@ import pytest
 import torch
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer.losses import CosineSimilarityLoss
-from transformers import AutoModelForMaskedLM, AutoTokenizer, TrainingArguments
+from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification, AutoTokenizer, TrainingArguments
 
 from conftest import ROOT, load_trainer, model_args_for, run_in_fresh_process
-from shared.args import RecipeTrainingArguments, parse_cli
+from shared.args import RecipeTrainingArguments, bf16_by_default, parse_cli
+from shared.classification import classifier_trainer
 from shared.setfit_loss import DistinctTextsCosineSimilarityLoss
 
 CPU_HAS_BF16 = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
@@ -120,8 +122,6 @@ def test_bf16_is_the_default_where_the_cpu_computes_in_bf16(tmp_path):
 def test_bf16_is_the_default_only_on_a_gpu_that_computes_in_bf16(native, monkeypatch):
     """torch reports bf16 as supported on a T4 or V100 too, where it is emulated (slower than fp32); only a GPU
     with bf16 arithmetic gets it by default."""
-    from shared.args import bf16_by_default
-
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     supported = lambda including_emulation=True: native or including_emulation  # noqa: E731 - torch's signature
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", supported)
@@ -148,10 +148,6 @@ def test_full_finetune_defaults_predict_what_fp32_predicts(tiny_bert, data_args,
 @pytest.mark.skipif(not CPU_HAS_BF16, reason="bf16 mixed precision is the default only on a CPU that computes in bf16")
 def test_a_cpu_batch_is_padded_to_its_longest_text_only(tiny_bert, training_args):
     """Under bf16 on a CPU, no padding to multiples of 8 (a GPU's tensor cores want them; a CPU pays for each)."""
-    from transformers import AutoModelForSequenceClassification
-
-    from shared.classification import classifier_trainer
-
     assert training_args.mixed_precision == "bf16"
     tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
     texts = ["good", "a long and rather slow film that nobody should see", "fine soup"]
@@ -181,10 +177,6 @@ def test_the_divergence_guard_adds_no_pass_over_the_gradients(tiny_bert, data_ar
 
 
 def predict(model_dir: str, test_file: str) -> torch.Tensor:
-    import csv
-
-    from transformers import AutoModelForSequenceClassification
-
     with open(test_file, newline="") as f:
         texts = [row["review"] for row in csv.DictReader(f)]
     tokenizer = AutoTokenizer.from_pretrained(model_dir)

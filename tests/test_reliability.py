@@ -13,13 +13,24 @@ import sys
 from dataclasses import replace
 
 import pytest
+import torch
+from accelerate import Accelerator
 from safetensors.torch import load_file
 from sentence_transformers import SentenceTransformer
-from transformers import AutoModel, AutoTokenizer
+from transformers import (
+    AutoModel,
+    AutoTokenizer,
+    TrainerCallback,
+    TrainerControl,
+    TrainerState,
+    TrainingArguments,
+)
 
 from conftest import ORG, ROOT, TOKEN, USER, free_port, load_trainer, model_args_for, run_script, stop_launch
+from shared.classification import classifier_trainer, load_classifier, tokenize_splits
+from shared.data import label_names, load_labeled_data
 from shared.errors import InputError
-from shared.training import TrainingGuard, TrainingStopped
+from shared.training import TrainingGuard, TrainingStopped, run_training
 from tiny import build_tiny_encoder
 
 full_finetune = load_trainer("full_finetune")
@@ -157,11 +168,6 @@ def test_a_stopped_launch_checkpoints_publishes_nothing_and_leaves_no_process(
 def test_a_stop_mid_epoch_does_not_wait_for_the_epochs_evaluation(tiny_bert, data_args, training_args):
     """Ctrl-C during an epoch stops the run at the end of that step: without the pass over the validation split
     that the end of a full epoch brings (on a large split, minutes after the user asked to stop)."""
-    from transformers import AutoTokenizer, TrainerCallback
-
-    from shared.classification import classifier_trainer, load_classifier, tokenize_splits
-    from shared.data import label_names, load_labeled_data
-    from shared.training import run_training
 
     class CtrlCAtStep2(TrainerCallback):
         evaluations = 0
@@ -218,10 +224,6 @@ def test_an_fp16_step_that_the_loss_scaler_skips_is_not_divergence(scale, tmp_pa
     the guard lets it (the first steps of many fp16 runs do this). Gradients that overflow at a scale of 1, or
     without loss scaling, stop the run. Here on the CPU: the accelerate and torch objects of such a run, with the
     overflowed gradients the scaler sees."""
-    import torch
-    from accelerate import Accelerator
-    from transformers import TrainerControl, TrainerState, TrainingArguments
-
     accelerator = Accelerator()
     if scale is not None:
         accelerator.scaler = torch.amp.GradScaler("cpu", init_scale=scale)  # what accelerate makes for fp16 on a GPU
