@@ -195,6 +195,7 @@ class TrainingGuard(TrainerCallback):
     def __init__(self, run: dict):
         self.run = run
         self.signal_name: str | None = None
+        self.stopping = False  # whether the processes agreed to stop at the end of the last step
         self.step = 0
         self.grad_norm = None
         self.accelerator = None
@@ -236,16 +237,22 @@ class TrainingGuard(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         self.step = state.global_step
-        if self._told_to_stop():
+        self.stopping = self._told_to_stop()
+        if self.stopping:
             control.should_training_stop = True
             control.should_save = args.save_strategy != "no"  # transformers' SaveStrategy compares equal to strings
         return control
 
     def on_epoch_end(self, args, state, control, **kwargs):
         # A stop ends the epoch early; the Trainer would still evaluate (and save again) as at a full epoch's end,
-        # keeping a Ctrl-C waiting for a pass over the whole validation split. The step's checkpoint is saved.
-        if self.signal_name:
-            control.should_evaluate = control.should_save = False
+        # keeping a Ctrl-C waiting for a pass over the whole validation split. The processes agree again here: a
+        # signal may reach one of them after the step's agreement, and one that skipped the evaluation (a gather
+        # from every process) while the others ran it would wait with them for ever.
+        saved_at_the_step = self.stopping
+        if self._told_to_stop():
+            control.should_training_stop = True
+            control.should_evaluate = False
+            control.should_save = not saved_at_the_step and args.save_strategy != "no"
         return control
 
     def on_save(self, args, state, control, **kwargs):

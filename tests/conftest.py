@@ -205,15 +205,18 @@ def run_script(args: list[str], env: dict | None = None, timeout: int = 600, bac
 def accelerate_launch(
     script: str, *flags: str, env: dict | None = None, processes: int = 1
 ) -> subprocess.CompletedProcess:
+    """`accelerate launch` of `script` to its end."""
+    return run_script([*accelerate_launcher(processes), os.path.join(ROOT, script), *flags], env=env)
+
+
+def accelerate_launcher(processes: int = 1) -> list[str]:
     """`accelerate launch` with the project's default config, or with several processes through torchrun
     (accelerate's --multi_gpu launcher; on a machine without GPUs the processes run on the CPU with gloo)."""
     launcher = [os.path.join(os.path.dirname(sys.executable), "accelerate"), "launch"]
     if processes == 1:
-        launcher += ["--config_file", os.path.join(ROOT, "accelerate_config.yaml")]
-    else:
-        launcher += ["--multi_gpu", "--num_processes", str(processes), "--num_machines", "1", "--mixed_precision",
-                     "no", "--dynamo_backend", "no", "--main_process_port", str(free_port())]  # fmt: skip
-    return run_script([*launcher, os.path.join(ROOT, script), *flags], env=env)
+        return [*launcher, "--config_file", os.path.join(ROOT, "accelerate_config.yaml")]
+    return [*launcher, "--multi_gpu", "--num_processes", str(processes), "--num_machines", "1", "--mixed_precision",
+            "no", "--dynamo_backend", "no", "--main_process_port", str(free_port())]  # fmt: skip
 
 
 def free_port() -> int:

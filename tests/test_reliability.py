@@ -12,6 +12,7 @@ import subprocess
 import sys
 from dataclasses import replace
 
+import psutil
 import pytest
 import torch
 from accelerate import Accelerator
@@ -26,7 +27,17 @@ from transformers import (
     TrainingArguments,
 )
 
-from conftest import ORG, ROOT, TOKEN, USER, free_port, load_trainer, model_args_for, run_script, stop_launch
+from conftest import (
+    ORG,
+    ROOT,
+    TOKEN,
+    USER,
+    accelerate_launcher,
+    load_trainer,
+    model_args_for,
+    run_script,
+    stop_launch,
+)
 from shared.classification import classifier_trainer, load_classifier, tokenize_splits
 from shared.data import label_names, load_labeled_data
 from shared.errors import InputError
@@ -128,14 +139,8 @@ def test_a_checkpoint_that_cannot_be_resumed_is_one_clear_error(tiny_bert, data_
 
 def launch_in_background(out: str, env: dict, processes: int = 1, *flags: str) -> subprocess.Popen:
     """full_finetune under accelerate launch, for far more steps than the test waits for, a checkpoint every 2."""
-    launcher = [os.path.join(os.path.dirname(sys.executable), "accelerate"), "launch"]
-    if processes == 1:
-        launcher += ["--config_file", os.path.join(ROOT, "accelerate_config.yaml")]
-    else:
-        launcher += ["--multi_gpu", "--num_processes", str(processes), "--num_machines", "1", "--mixed_precision",
-                     "no", "--dynamo_backend", "no", "--main_process_port", str(free_port())]  # fmt: skip
     return run_script(
-        [*launcher, os.path.join(ROOT, "trainers/full_finetune.py"), *flags, "--output_dir", out,
+        [*accelerate_launcher(processes), os.path.join(ROOT, "trainers/full_finetune.py"), *flags, "--output_dir", out,
          "--max_steps", "100000", "--save_strategy", "steps", "--save_steps", "2", "--logging_steps", "1000"],
         env={**env, "ACCELERATE_USE_CPU": "true"},
         background=True,
@@ -188,6 +193,81 @@ def test_a_stop_mid_epoch_does_not_wait_for_the_epochs_evaluation(tiny_bert, dat
     with pytest.raises(TrainingStopped, match="stopped by SIGINT at step 2"):
         run_training(trainer, {"method": "full_finetune"})
     assert callback.evaluations == 0 and trainer.state.global_step == 2
+
+
+# A run of two processes in which only the second gets SIGTERM, at the end of the first epoch: after the step's
+# check that both processes stop together, before the epoch's evaluation (a gather from both processes).
+STOPPED_AT_AN_EPOCHS_END = """
+import os, signal, sys
+sys.path.insert(0, {root!r})
+from transformers import AutoTokenizer, TrainerCallback
+from shared.args import DataArguments, RecipeTrainingArguments
+from shared.classification import classifier_trainer, load_classifier, tokenize_splits
+from shared.data import label_names, load_labeled_data
+from shared.training import TrainingStopped, run_training
+
+model, train, validation, out = sys.argv[1:]
+
+class SigtermTheSecondProcessAtTheFirstEpochsEnd(TrainerCallback):
+    evaluations = 0
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        if args.process_index == 1 and round(state.epoch) == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        self.evaluations += 1
+
+data = DataArguments(train_file=train, validation_file=validation, text_column_name="review",
+                     label_column_name="sentiment", max_seq_length=32)
+args = RecipeTrainingArguments(output_dir=out, num_train_epochs=3, per_device_train_batch_size=8, report_to="none",
+                               eval_strategy="epoch", save_strategy="steps", save_steps=1000, disable_tqdm=True)
+splits = load_labeled_data(data, args.seed)
+tokenizer = AutoTokenizer.from_pretrained(model)
+callback = SigtermTheSecondProcessAtTheFirstEpochsEnd()
+trainer = classifier_trainer(load_classifier(model, None, label_names(splits)), tokenizer,
+                             tokenize_splits(splits, tokenizer, 32), args, callbacks=[callback])
+try:
+    run_training(trainer, {{"method": "full_finetune"}})
+except TrainingStopped as stopped:
+    print(f"process {{args.process_index}}: {{stopped}}; evaluations: {{callback.evaluations}}", flush=True)
+    sys.exit(2)
+"""
+
+
+def test_a_stop_that_reaches_one_process_at_an_epochs_end_stops_both_without_evaluating(tiny_bert, reviews, tmp_path):
+    """The processes agree at the epoch's end too: one that skipped the evaluation for its signal while the other
+    evaluated waited with it for ever (until the launcher killed both, unsaved)."""
+    script = tmp_path / "stopped_at_an_epochs_end.py"
+    script.write_text(STOPPED_AT_AN_EPOCHS_END.format(root=ROOT))
+    out = tmp_path / "run"
+    launch = run_script(
+        [*accelerate_launcher(2), str(script), tiny_bert, reviews["train"], reviews["validation"], str(out)],
+        env={"ACCELERATE_USE_CPU": "true"},
+        background=True,
+    )
+    try:
+        stdout, stderr = launch.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the two processes still ran 120 s after the stop: each waits for the other")
+    finally:
+        for process in [*psutil.Process(launch.pid).children(recursive=True), launch] if launch.poll() is None else []:
+            process.kill()
+    reports = sorted(line for line in stdout.splitlines() if line.startswith("process "))
+    assert len(reports) == 2, stderr[-3000:]
+    step = trainer_state_steps_per_epoch(out)
+    for process, report in enumerate(reports):
+        assert report.startswith(f"process {process}: stopped by SIGTERM at step {step};"), report
+        assert report.endswith("evaluations: 0"), report
+    assert os.path.isfile(out / f"checkpoint-{step}" / "trainer_state.json")
+
+
+def trainer_state_steps_per_epoch(out) -> int:
+    """The step at which the first epoch ended, from the one checkpoint the stopped run saved."""
+    (checkpoint,) = [e for e in os.listdir(out) if e.startswith("checkpoint-")]
+    state = json.load(open(os.path.join(out, checkpoint, "trainer_state.json")))
+    assert state["epoch"] == 1.0, state["epoch"]
+    return state["global_step"]
 
 
 # ---- divergence --------------------------------------------------------------------------------------------------

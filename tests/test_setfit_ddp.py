@@ -4,7 +4,6 @@ processes."""
 
 import json
 import os
-import sys
 
 import pytest
 from safetensors.torch import load_file
@@ -13,7 +12,7 @@ from conftest import (
     ORG,
     ROOT,
     accelerate_launch,
-    free_port,
+    accelerate_launcher,
     load_trainer,
     run_script,
     setfit_predict_in_fresh_process,
@@ -106,9 +105,7 @@ def test_sigterm_stops_both_processes_and_publishes_nothing(hub, tiny_sentence_t
     repo_id = f"{ORG}/stopped"
     out = tmp_path / "out"
     launcher = run_script(
-        [os.path.join(os.path.dirname(sys.executable), "accelerate"), "launch", "--multi_gpu",
-         "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-         "--main_process_port", str(free_port()), os.path.join(ROOT, "trainers", "setfit_fewshot.py"),
+        [*accelerate_launcher(2), os.path.join(ROOT, "trainers", "setfit_fewshot.py"),
          *flags(tiny_sentence_transformer, reviews, out, "--num_iterations", "500", "--save_strategy", "steps",
                 "--save_steps", "2", "--push_to_hub", "--hub_model_id", repo_id)],
         env={**hub.env, **ON_CPU}, background=True,
