@@ -181,21 +181,43 @@ class RecipeTrainingArguments(TrainingArguments):
 
     def __post_init__(self):
         check_hub_model_id(self.hub_model_id)
-        check_fp16_device(self.fp16, self.use_cpu)
-        self.bf16 = bf16_by_default(self.bf16, self.fp16, self.use_cpu)
+        settle_precision(self, self.use_cpu)
         if self.bf16 and not torch.cuda.is_available():
             self.use_cpu = True  # transformers trains in bf16 on a CPU only when told that it is one
         super().__post_init__()
+        # transformers takes the launcher's mixed precision unless a flag turns one on: --bf16 false would still
+        # train in bf16 under a bf16 config, with results.json and the card saying fp32.
+        self.mixed_precision = mixed_precision_of(self)
         check_early_stopping(self, CLASSIFIER_METRICS)
 
 
+# What `accelerate launch --mixed_precision` (or its config file's mixed_precision) sets for the script.
+LAUNCHER_PRECISION = "ACCELERATE_MIXED_PRECISION"
+
+
+def settle_precision(args, use_cpu: bool = False) -> None:
+    """--bf16 and --fp16 as given. Where neither is, the launcher's bf16 or fp16; where it says `no` (also what
+    accelerate sets when not told: not a choice), bf16 where the device computes in bf16 (`bf16_by_default`)."""
+    launched = os.environ.get(LAUNCHER_PRECISION, "no")
+    if args.bf16 is None and not args.fp16 and launched in ("bf16", "fp16"):
+        args.bf16, args.fp16 = launched == "bf16", launched == "fp16"
+    check_fp16_device(args.fp16, use_cpu)
+    args.bf16 = bf16_by_default(args.bf16, args.fp16, use_cpu)
+
+
+def mixed_precision_of(args) -> str:
+    """The settled flags in accelerate's words."""
+    return "fp16" if args.fp16 else "bf16" if args.bf16 else "no"
+
+
 def check_fp16_device(fp16: bool, use_cpu: bool = False) -> None:
-    """--fp16 only on a GPU: on a CPU accelerate makes no fp16 autocast, so the run trained in fp32 while its
+    """fp16 only on a GPU: on a CPU accelerate makes no fp16 autocast, so the run trained in fp32 while its
     results.json and card said fp16."""
     if fp16 and (use_cpu or not torch.cuda.is_available()):
         raise InputError(
-            "--fp16 needs a GPU: on a CPU the run would train in fp32 all the same. Leave it out (bf16 is the "
-            "default where the CPU computes in bf16) or pass --bf16 true"
+            "--fp16 needs a GPU: on a CPU the run would train in fp32 all the same (so would accelerate's "
+            "mixed_precision fp16). Leave it out (bf16 is the default where the CPU computes in bf16) or pass --bf16 "
+            "true"
         )
 
 
@@ -281,9 +303,7 @@ def common_training_arguments(
 
     def __post_init__(self):
         check_hub_model_id(self.hub_model_id)
-        check_fp16_device(getattr(self, "fp16", False))
-        if "bf16" in self.__dataclass_fields__:
-            self.bf16 = bf16_by_default(self.bf16, getattr(self, "fp16", False))
+        settle_precision(self)
         check_early_stopping(self, metrics)
 
     return make_dataclass(class_name, specs, namespace={"__post_init__": __post_init__})

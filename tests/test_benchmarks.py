@@ -14,7 +14,13 @@ import pytest
 import torch
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer.losses import CosineSimilarityLoss
-from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification, AutoTokenizer, TrainingArguments
+from transformers import (
+    AutoModelForMaskedLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    Trainer,
+    TrainingArguments,
+)
 
 from conftest import ROOT, load_trainer, model_args_for, run_in_fresh_process
 from shared.args import RecipeTrainingArguments, bf16_by_default, parse_cli
@@ -116,6 +122,17 @@ def test_bf16_is_the_default_where_the_cpu_computes_in_bf16(tmp_path):
     assert default.mixed_precision == ("bf16" if CPU_HAS_BF16 else "no")
     (off,) = parse_cli([RecipeTrainingArguments], "", ["--output_dir", str(tmp_path), "--bf16", "false"])
     assert off.bf16 is False and off.mixed_precision == "no"
+
+
+def test_the_flags_decide_the_precision_over_the_launchers(tmp_path, monkeypatch):
+    """`accelerate launch --mixed_precision bf16` (or a config file that says it) is the default, and --bf16 false
+    still trains in fp32: it trained in bf16."""
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
+    for flags, precision in ((["--bf16", "false"], "no"), ([], "bf16")):
+        flags += ["--output_dir", str(tmp_path), "--eval_strategy", "no"]
+        (args,) = parse_cli([RecipeTrainingArguments], "", flags)
+        trainer = Trainer(model=torch.nn.Linear(2, 2), args=args)
+        assert (args.bf16, trainer.accelerator.mixed_precision) == (precision == "bf16", precision), flags[:2]
 
 
 @pytest.mark.parametrize("native", [True, False], ids=["ampere-or-later", "emulating"])

@@ -71,16 +71,20 @@ def test_help_says_which_process_trains():
         assert flag in result.stdout
 
 
-@pytest.mark.parametrize("bf16", [True, False])
+@pytest.mark.parametrize(("bf16", "launched"), [(True, None), (False, None), (False, "bf16")])
 def test_the_precision_asked_for_trains_the_body_and_leaves_nothing_behind(
-    bf16, tiny_sentence_transformer, few_shot, tmp_path, monkeypatch
+    bf16, launched, tiny_sentence_transformer, few_shot, tmp_path, monkeypatch
 ):
-    """The precision reaches setfit's inner Trainer, and a run called from Python leaves no precision behind for the
+    """The precision of the flags reaches setfit's inner Trainer, whatever the launcher's (--bf16 false under
+    `accelerate launch --mixed_precision bf16`), and a run called from Python leaves no precision behind for the
     runs that follow in the same process (nor for the processes they launch)."""
-    monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
+    if launched:
+        monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", launched)
+    else:
+        monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
     args, training = quick_args(tmp_path)
     training.bf16 = bf16
     results = setfit_fewshot.main(ModelArguments(tiny_sentence_transformer), few_shot, args, training)
 
     assert results["hyperparameters"]["mixed_precision"] == ("bf16" if bf16 else "no")
-    assert "ACCELERATE_MIXED_PRECISION" not in os.environ
+    assert os.environ.get("ACCELERATE_MIXED_PRECISION") == launched

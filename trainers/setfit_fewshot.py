@@ -46,10 +46,12 @@ from sklearn.multiclass import OneVsRestClassifier
 from transformers import TrainerCallback, set_seed
 
 from shared.args import (
+    LAUNCHER_PRECISION,
     DataArguments,
     ModelArguments,
     common_training_arguments,
     hub_args_from,
+    mixed_precision_of,
     parse_cli,
     with_defaults,
 )
@@ -209,7 +211,7 @@ def main(
     # Multi-label heads (and setfit's pair sampler) take each text's labels as 0/1 per label.
     data = with_multi_hot_labels(splits) if multi_label else splits
     guard = TrainingGuard({"method": METHOD})
-    with mixed_precision_while_built(training_args.bf16):
+    with mixed_precision_while_built(training_args):
         trainer = setfit.Trainer(
             model=model,
             args=setfit_training_arguments(training_args, setfit_args),
@@ -302,14 +304,14 @@ def main(
 
 
 @contextlib.contextmanager
-def mixed_precision_while_built(bf16: bool):
-    """bf16 for the inner Trainer that setfit.Trainer builds. setfit builds its arguments before it applies ours,
-    and transformers settles the precision as arguments are built, from what `accelerate launch --mixed_precision`
-    sets: this variable. Set only while the Trainer is built, so that main() called from Python leaves nothing
-    behind for the runs that follow (nor for the processes they launch)."""
-    name, before = "ACCELERATE_MIXED_PRECISION", os.environ.get("ACCELERATE_MIXED_PRECISION")
-    if bf16:
-        os.environ[name] = "bf16"
+def mixed_precision_while_built(args: SetFitTrainingArguments):
+    """The flags' precision for the inner Trainer that setfit.Trainer builds. setfit builds its arguments before it
+    applies ours (its use_amp comes too late to reach the accelerator), and transformers settles the precision as
+    arguments are built, from what `accelerate launch --mixed_precision` sets: this variable. Set only while the
+    Trainer is built, so that main() called from Python leaves nothing behind for the runs that follow (nor for the
+    processes they launch)."""
+    name, before = LAUNCHER_PRECISION, os.environ.get(LAUNCHER_PRECISION)
+    os.environ[name] = mixed_precision_of(args)
     try:
         yield
     finally:
