@@ -239,15 +239,16 @@ class TrainingGuard(TrainerCallback):
         self.step = state.global_step
         self.stopping = self._told_to_stop()
         if self.stopping:
-            control.should_training_stop = True
+            # Without the step's evaluation, if it has one: a pass over the whole validation split would keep the
+            # user waiting after asking to stop.
+            control.should_training_stop, control.should_evaluate = True, False
             control.should_save = args.save_strategy != "no"  # transformers' SaveStrategy compares equal to strings
         return control
 
     def on_epoch_end(self, args, state, control, **kwargs):
-        # A stop ends the epoch early; the Trainer would still evaluate (and save again) as at a full epoch's end,
-        # keeping a Ctrl-C waiting for a pass over the whole validation split. The processes agree again here: a
-        # signal may reach one of them after the step's agreement, and one that skipped the evaluation (a gather
-        # from every process) while the others ran it would wait with them for ever.
+        # A stop ends the epoch early; the Trainer would still evaluate (and save again) as at a full epoch's end.
+        # The processes agree again here: a signal may reach one of them after the step's agreement, and one that
+        # skipped the evaluation (a gather from every process) while the others ran it would wait with them for ever.
         saved_at_the_step = self.stopping
         if self._told_to_stop():
             control.should_training_stop = True

@@ -170,9 +170,11 @@ def test_a_stopped_launch_checkpoints_publishes_nothing_and_leaves_no_process(
     assert os.path.isfile(os.path.join(out, checkpoints[-1], "trainer_state.json"))  # the last one is complete
 
 
-def test_a_stop_mid_epoch_does_not_wait_for_the_epochs_evaluation(tiny_bert, data_args, training_args):
+@pytest.mark.parametrize("evaluations", [{"eval_strategy": "epoch"}, {"eval_strategy": "steps", "eval_steps": 2}])
+def test_a_stop_mid_epoch_does_not_wait_for_the_epochs_evaluation(evaluations, tiny_bert, data_args, training_args):
     """Ctrl-C during an epoch stops the run at the end of that step: without the pass over the validation split
-    that the end of a full epoch brings (on a large split, minutes after the user asked to stop)."""
+    that the end of a full epoch, or a step that evaluates, brings (on a large split, minutes after the user asked
+    to stop)."""
 
     class CtrlCAtStep2(TrainerCallback):
         evaluations = 0
@@ -184,7 +186,7 @@ def test_a_stop_mid_epoch_does_not_wait_for_the_epochs_evaluation(tiny_bert, dat
         def on_evaluate(self, args, state, control, **kwargs):
             self.evaluations += 1
 
-    args = replace(training_args, eval_strategy="epoch", max_steps=-1, num_train_epochs=2)  # 6 steps an epoch
+    args = replace(training_args, **evaluations, max_steps=-1, num_train_epochs=2)  # 6 steps an epoch
     splits = load_labeled_data(data_args, args.seed)
     tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
     model = load_classifier(tiny_bert, None, label_names(splits))
