@@ -9,6 +9,9 @@ import sys
 class CliError(Exception):
     """An error whose message alone tells the user what happened and what to do."""
 
+    # Whether every process of a launch meets it alike, so that the first one alone need say it.
+    same_on_every_process = False
+
     def __init__(self, problems: str | list[str]):
         self.problems = [problems] if isinstance(problems, str) else list(problems)
         super().__init__("\n".join(f"- {p}" for p in self.problems) if len(self.problems) > 1 else self.problems[0])
@@ -16,6 +19,8 @@ class CliError(Exception):
 
 class InputError(CliError, ValueError):
     """Bad input: a flag, a column, a value, a token. Raised before any expensive work starts."""
+
+    same_on_every_process = True  # every process reads the same flags and data
 
 
 class PublishError(CliError, RuntimeError):
@@ -25,13 +30,11 @@ class PublishError(CliError, RuntimeError):
 @contextlib.contextmanager
 def exit_on_cli_error():
     """Print a CliError as `error: ...` and exit: 2 for bad input (as argparse does for a bad flag), else 1.
-
-    Bad input is the same on every process of a launch, so only the first one says it.
-    """
+    An error that every process of a launch meets alike is said once, by the first process."""
     try:
         yield
     except CliError as err:
-        if not (isinstance(err, InputError) and int(os.environ.get("RANK", "0")) != 0):
+        if not (err.same_on_every_process and int(os.environ.get("RANK", "0")) != 0):
             print(f"error: {err}" if len(err.problems) == 1 else f"error:\n{err}", file=sys.stderr)
         sys.exit(2 if isinstance(err, InputError) else 1)
 

@@ -43,6 +43,9 @@ WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
 class TrainingStopped(CliError, RuntimeError):
     """Training ended before its end: it diverged or was told to stop. Nothing was saved as the final model."""
 
+    # The processes agree on a stop (TrainingGuard) and see the same gradients and weights.
+    same_on_every_process = True
+
 
 def start_run(training_args, run: dict, keep: tuple[str, ...] = ()) -> None:
     """Before any model loads: find the checkpoint that --resume_from_checkpoint names (`latest`: the newest

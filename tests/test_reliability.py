@@ -164,6 +164,7 @@ def test_a_stopped_launch_checkpoints_publishes_nothing_and_leaves_no_process(
     stderr = stop_launch(launcher, "full_finetune", processes, os.path.join(out, "checkpoint-2"), signum, target)
     assert launcher.returncode != 0
     assert "stopped by SIG" in stderr and "--resume_from_checkpoint latest" in stderr, stderr[-3000:]
+    assert stderr.count("error: stopped by SIG") == 1, stderr[-3000:]  # not one line for each process
     assert hub.state.repo(repo_id).commits == []
     assert not os.path.exists(os.path.join(out, "model.safetensors")), "a stopped run saved a final model"
     checkpoints = sorted((e for e in os.listdir(out) if e.startswith("checkpoint-")), key=lambda e: int(e[11:]))
