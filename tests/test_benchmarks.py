@@ -270,7 +270,8 @@ def test_gpu_trainer_dry_run_launches_the_project_trainer_as_a_user_does(tiny_be
     figures = json.loads((tmp_path / "gpu-trainer.json").read_text())
     assert [run["name"] for run in figures["throughput"]] == ["book recipe as flags (anchor)",
                                                               "defaults + --torch_compile"]  # fmt: skip
-    assert all(run["samples_per_s"] > 0 and run["steady_samples_per_s"] > 0 for run in figures["throughput"])
+    assert all(run["samples_per_s"] > 0 and run["first_half_samples_per_s"] > 0 and run["steady_samples_per_s"] > 0
+               for run in figures["throughput"])  # fmt: skip
     assert [(run["name"], run["seed"]) for run in figures["accuracy"]] == [("full_finetune defaults", 1),
                                                                            ("full_finetune defaults", 2)]  # fmt: skip
     assert all(0 <= run["f1_macro"] <= 1 for run in figures["accuracy"])
