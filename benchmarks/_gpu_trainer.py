@@ -205,7 +205,7 @@ def report(figures: dict) -> str:
     for run in figures["throughput"]:
         lines.append(
             f"| {run['name']} | {_rate(run['samples_per_s'], book['samples_per_s'])} | "
-            f"{_rate(run.get('first_half_samples_per_s'), book.get('first_half_samples_per_s'))} | "
+            f"{_rate(run['first_half_samples_per_s'], book['first_half_samples_per_s'])} | "
             f"{_rate(run['steady_samples_per_s'], book['steady_samples_per_s'])} | "
             f"{_number(run['tokens_per_s'])} | {_number(run['real_token_mfu'], '.1%')} | {run['train_s']:.1f} |"
         )

@@ -34,9 +34,15 @@ def exit_on_cli_error():
     try:
         yield
     except CliError as err:
-        if not (err.same_on_every_process and int(os.environ.get("RANK", "0")) != 0):
+        if is_main_process() or not err.same_on_every_process:
             print(f"error: {err}" if len(err.problems) == 1 else f"error:\n{err}", file=sys.stderr)
         sys.exit(2 if isinstance(err, InputError) else 1)
+
+
+def is_main_process() -> bool:
+    """Whether this is the first process of a launch (or the only one), from the launcher's RANK: usable before
+    torch.distributed is set up."""
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def configure_cli_logging(method: str) -> None:

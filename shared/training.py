@@ -27,7 +27,7 @@ from transformers import (
 from transformers.trainer_utils import SaveStrategy
 
 from shared.args import strategy_name
-from shared.errors import CliError, InputError
+from shared.errors import CliError, InputError, is_main_process
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ def prepare_output_dir(output_dir: str, overwrite: bool, resuming: bool, keep: t
             "or choose another folder"
         )
     _refuse_to_clear(output_dir)
-    if _is_main_process():
+    if is_main_process():
         logger.info("--overwrite_output_dir: clearing %s", output_dir)
         for entry in others:
             path = os.path.join(output_dir, entry)
@@ -242,21 +242,18 @@ class TrainingGuard(TrainerCallback):
         self.step = state.global_step
         self.stopping = self._told_to_stop()
         if self.stopping:
-            # Without the step's evaluation, if it has one: a pass over the whole validation split would keep the
-            # user waiting after asking to stop.
-            control.should_training_stop, control.should_evaluate = True, False
-            control.should_save = args.save_strategy != "no"  # transformers' SaveStrategy compares equal to strings
+            _stop_here(args, control)
         return control
 
     def on_epoch_end(self, args, state, control, **kwargs):
         # A stop ends the epoch early; the Trainer would still evaluate (and save again) as at a full epoch's end.
         # The processes agree again here: a signal may reach one of them after the step's agreement, and one that
         # skipped the evaluation (a gather from every process) while the others ran it would wait with them for ever.
-        saved_at_the_step = self.stopping
-        if self._told_to_stop():
-            control.should_training_stop = True
-            control.should_evaluate = False
-            control.should_save = not saved_at_the_step and args.save_strategy != "no"
+        # `stopping` is the same on every process, so they all take the same branch.
+        if self.stopping:  # agreed at the step's end, whose checkpoint is saved
+            control.should_evaluate = control.should_save = False
+        elif self._told_to_stop():
+            _stop_here(args, control)
         return control
 
     def on_save(self, args, state, control, **kwargs):
@@ -289,6 +286,13 @@ class TrainingGuard(TrainerCallback):
             stop = bool(flag.item())
             self.signal_name = self.signal_name or ("SIGTERM" if stop else None)
         return stop
+
+
+def _stop_here(args, control) -> None:
+    """End training now, saving a checkpoint when checkpoints are on, without the evaluation due here if any: a
+    pass over the whole validation split would keep the user waiting after asking to stop."""
+    control.should_training_stop, control.should_evaluate = True, False
+    control.should_save = args.save_strategy != "no"  # transformers' SaveStrategy compares equal to strings
 
 
 RESUME_HINT = "run the same command with --resume_from_checkpoint latest to go on"
@@ -403,10 +407,6 @@ def _die_with_launcher() -> None:
     if sys.platform.startswith("linux"):
         PR_SET_PDEATHSIG = 1
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-def _is_main_process() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
 
 
 # ---- early stopping ----------------------------------------------------------------------------------------------

@@ -128,11 +128,11 @@ def test_the_flags_decide_the_precision_over_the_launchers(tmp_path, monkeypatch
     """`accelerate launch --mixed_precision bf16` (or a config file that says it) is the default, and --bf16 false
     still trains in fp32: it trained in bf16."""
     monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
-    for flags, precision in ((["--bf16", "false"], "no"), ([], "bf16")):
-        flags += ["--output_dir", str(tmp_path), "--eval_strategy", "no"]
+    for bf16_flag, precision in ((["--bf16", "false"], "no"), ([], "bf16")):
+        flags = ["--output_dir", str(tmp_path), "--eval_strategy", "no", *bf16_flag]
         (args,) = parse_cli([RecipeTrainingArguments], "", flags)
         trainer = Trainer(model=torch.nn.Linear(2, 2), args=args)
-        assert (args.bf16, trainer.accelerator.mixed_precision) == (precision == "bf16", precision), flags[:2]
+        assert (args.bf16, trainer.accelerator.mixed_precision) == (precision == "bf16", precision), bf16_flag
 
 
 @pytest.mark.parametrize("native", [True, False], ids=["ampere-or-later", "emulating"])

@@ -258,14 +258,14 @@ def test_a_stop_that_reaches_one_process_at_an_epochs_end_stops_both_without_eva
             process.kill()
     reports = sorted(line for line in stdout.splitlines() if line.startswith("process "))
     assert len(reports) == 2, stderr[-3000:]
-    step = trainer_state_steps_per_epoch(out)
+    step = first_epochs_last_step(out)
     for process, report in enumerate(reports):
         assert report.startswith(f"process {process}: stopped by SIGTERM at step {step};"), report
         assert report.endswith("evaluations: 0"), report
     assert os.path.isfile(out / f"checkpoint-{step}" / "trainer_state.json")
 
 
-def trainer_state_steps_per_epoch(out) -> int:
+def first_epochs_last_step(out) -> int:
     """The step at which the first epoch ended, from the one checkpoint the stopped run saved."""
     (checkpoint,) = [e for e in os.listdir(out) if e.startswith("checkpoint-")]
     state = json.load(open(os.path.join(out, checkpoint, "trainer_state.json")))
