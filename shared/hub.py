@@ -18,6 +18,7 @@ from huggingface_hub.errors import HfHubHTTPError
 
 # How huggingface_hub builds its own client: ours is built the same way, and the default is put back after use.
 from huggingface_hub.utils._http import default_client_factory, hf_request_event_hook
+from safetensors import SafetensorError
 
 from shared.args import HubArguments
 from shared.errors import InputError, PublishError
@@ -279,12 +280,14 @@ def load_pretrained(auto_class, name_or_path: str, revision: str = "main", **kwa
 
     A missing repo, a repo without safetensors weights or an unreadable folder becomes one InputError.
     """
-    is_model = not auto_class.__name__.endswith(("Tokenizer", "Config"))
+    is_tokenizer = auto_class.__name__.endswith("Tokenizer")
+    is_model = not is_tokenizer and not auto_class.__name__.endswith("Config")
     safe = {"use_safetensors": True, "dtype": MODEL_DTYPE} if is_model else {}
-    try:
-        return auto_class.from_pretrained(name_or_path, revision=revision, trust_remote_code=False, **safe, **kwargs)
-    except (OSError, ValueError) as err:
-        raise InputError(f"could not load {name_or_path!r} with {auto_class.__name__}: {err}") from err
+    with _loading_errors(name_or_path, auto_class.__name__):
+        loaded = auto_class.from_pretrained(name_or_path, revision=revision, trust_remote_code=False, **safe, **kwargs)
+    if is_tokenizer:
+        check_vocabulary(loaded, name_or_path)
+    return loaded
 
 
 def load_sentence_transformer(name_or_path: str, revision: str = "main"):
@@ -294,12 +297,40 @@ def load_sentence_transformer(name_or_path: str, revision: str = "main"):
     """
     from sentence_transformers import SentenceTransformer  # heavy; only the SetFit paths need it
 
-    try:
-        return SentenceTransformer(
+    with _loading_errors(name_or_path, "sentence-transformers"):
+        model = SentenceTransformer(
             name_or_path,
             revision=revision,
             trust_remote_code=False,
             model_kwargs={"use_safetensors": True, "dtype": MODEL_DTYPE},
         )
+    check_vocabulary(model.tokenizer, name_or_path)
+    return model
+
+
+def check_vocabulary(tokenizer, name_or_path: str) -> None:
+    """transformers 5 builds a tokenizer for a folder without tokenizer files too: one that knows its special tokens
+    only, so that every word becomes [UNK] and a model trains or predicts on nothing, without an error."""
+    if len(tokenizer) <= len(set(tokenizer.all_special_ids)):
+        raise InputError(
+            f"could not load {name_or_path!r}: it has no tokenizer files (tokenizer.json, or vocab.txt and the like), "
+            "only a model; save the tokenizer beside the weights"
+        )
+
+
+@contextlib.contextmanager
+def _loading_errors(name_or_path: str, loader: str):
+    """What can be wrong with the files of a model being loaded, as one InputError naming the model."""
+    try:
+        yield
+    except SafetensorError as err:
+        raise InputError(f"could not load {name_or_path!r}: its safetensors weights are damaged ({err})") from err
+    except RuntimeError as err:
+        if "ignore_mismatched_sizes" not in str(err):  # transformers' error for weights of another shape
+            raise
+        raise InputError(
+            f"could not load {name_or_path!r} with {loader}: some of its weights have other shapes than its "
+            "config.json says (a classification head for another number of labels?)"
+        ) from err
     except (OSError, ValueError) as err:
-        raise InputError(f"could not load {name_or_path!r} as a sentence-transformers model: {err}") from err
+        raise InputError(f"could not load {name_or_path!r} with {loader}: {err}") from err

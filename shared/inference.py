@@ -32,6 +32,7 @@ from shared.errors import InputError
 from shared.hub import load_pretrained, load_sentence_transformer
 from shared.metrics import MULTI_LABEL
 from shared.onnx_export import INT8_FILE, matching_int8
+from shared.positions import longest_input
 from shared.results import RESULTS_FILE
 from shared.setfit_head import HEAD_FILE, PortableHead
 
@@ -160,9 +161,14 @@ def load_fill_mask(spec: ModelSpec, token: str | bool | None = None) -> FillMask
     tokenizer = load_pretrained(AutoTokenizer, folder)
     model = load_pretrained(AutoModelForMaskedLM, folder).eval()
     fill_mask = pipeline("fill-mask", model=model, tokenizer=tokenizer, device=_device())
+    limit = longest_input(tokenizer, model.config)
 
     def fill(text: str, top_k: int) -> list[tuple[str, float]]:
-        candidates = fill_mask(text.replace("[MASK]", tokenizer.mask_token, 1), top_k=top_k)
+        text = text.replace("[MASK]", tokenizer.mask_token, 1)
+        tokens = len(tokenizer(text)["input_ids"])
+        if tokens > limit:  # the pipeline does not cut a text (it could cut the mask off); the model would fail
+            raise InputError(f"the sentence is {tokens} tokens long; {spec.name} takes at most {limit}")
+        candidates = fill_mask(text, top_k=top_k)
         return [(c["token_str"], c["score"]) for c in candidates]
 
     return FillMasker(spec.name, folder, fill)
@@ -221,7 +227,7 @@ def _int8_session(folder: str, spec: ModelSpec) -> onnxruntime.InferenceSession 
     path = matching_int8(folder)
     if path is None:
         if os.path.exists(os.path.join(folder, INT8_FILE)):
-            logger.warning("%s: %s was made from other weights; serving the safetensors weights", spec.name, INT8_FILE)
+            logger.warning("%s: %s is damaged or made from other weights; serving safetensors", spec.name, INT8_FILE)
         return None
     return onnx_session(path)
 
@@ -253,9 +259,11 @@ def _transformers(folder: str, session: onnxruntime.InferenceSession | None = No
     if session is not None:
         config = load_pretrained(AutoConfig, folder)
         labels = [config.id2label[i] for i in range(config.num_labels)]
+        limit = longest_input(tokenizer, config)
 
         def int8_probabilities(texts: list[str]) -> np.ndarray:
-            logits = _run(session, tokenizer(texts, truncation=True, padding=True, return_tensors="np"))
+            batch = tokenizer(texts, truncation=True, max_length=limit, padding=True, return_tensors="np")
+            logits = _run(session, batch)
             return _scores(torch.from_numpy(logits), config).numpy()
 
         return labels, int8_probabilities
@@ -263,10 +271,11 @@ def _transformers(folder: str, session: onnxruntime.InferenceSession | None = No
     device = _device()
     model.to(device)
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    limit = longest_input(tokenizer, model.config)
 
     @torch.inference_mode()
     def probabilities(texts: list[str]) -> np.ndarray:
-        batch = tokenizer(texts, truncation=True, padding=True, return_tensors="pt").to(device)
+        batch = tokenizer(texts, truncation=True, max_length=limit, padding=True, return_tensors="pt").to(device)
         return _scores(model(**batch).logits.float(), model.config).cpu().numpy()
 
     return labels, probabilities
@@ -287,6 +296,8 @@ def _setfit(folder: str, spec: ModelSpec, session: onnxruntime.InferenceSession 
         labels = model.labels or [str(c) for c in range(len(model.predict_proba(["x"])))]
         return labels, lambda texts: np.asarray(model.predict_proba(texts, as_numpy=True))
     if not os.path.exists(os.path.join(folder, HEAD_FILE)):
+        if not os.path.exists(os.path.join(folder, PICKLED_HEAD)):
+            raise InputError(f"{spec.name} is a SetFit model without its head ({HEAD_FILE})")
         raise InputError(
             f"{spec.name} is a SetFit model with only a pickled head; list it as trusted (trust_pickle) to load it"
         )

@@ -11,11 +11,13 @@ import os
 
 import numpy as np
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from setfit.modeling import SetFitHead
 from sklearn.linear_model import LogisticRegression
 from sklearn.multiclass import OneVsRestClassifier
+
+from shared.errors import InputError
 
 HEAD_FILE = "model_head.safetensors"
 
@@ -56,11 +58,15 @@ class PortableHead:
 
     @classmethod
     def load(cls, folder: str) -> "PortableHead":
-        with safe_open(os.path.join(folder, HEAD_FILE), framework="numpy") as f:
-            metadata = f.metadata()
-            return cls(
-                f.get_tensor("weight"), f.get_tensor("bias"), metadata["activation"], json.loads(metadata["classes"])
-            )
+        path = os.path.join(folder, HEAD_FILE)
+        try:
+            with safe_open(path, framework="numpy") as f:
+                metadata = f.metadata() or {}
+                weight, bias = f.get_tensor("weight"), f.get_tensor("bias")
+            return cls(weight, bias, metadata["activation"], json.loads(metadata["classes"]))
+        except (SafetensorError, KeyError, json.JSONDecodeError) as err:
+            problem = f"{type(err).__name__}: {err}"
+            raise InputError(f"{path} is damaged or was not written by this project ({problem})") from err
 
     def predict_proba(self, embeddings: np.ndarray) -> np.ndarray:
         """One column per entry of `classes`, in that order."""

@@ -28,6 +28,7 @@ from transformers.trainer_utils import SaveStrategy
 
 from shared.args import strategy_name
 from shared.errors import CliError, InputError, is_main_process
+from shared.positions import longest_input
 
 logger = logging.getLogger(__name__)
 
@@ -168,23 +169,13 @@ def _describe(run: dict) -> str:
 
 def max_length_for(max_seq_length: int, tokenizer: PreTrainedTokenizerBase, config: PretrainedConfig) -> int:
     """The longest input the model takes: --max_seq_length, unless the tokenizer or the model's position table
-    allows fewer. A tokenizer saved without a limit reports a huge model_max_length; the positions are the truth."""
-    limits = [max_seq_length, tokenizer.model_max_length]
-    positions = getattr(config, "max_position_embeddings", None)
-    if positions:
-        # RoBERTa-style models number positions from padding_idx + 1, so that many fewer are usable.
-        offset = config.pad_token_id + 1 if config.model_type in OFFSET_POSITION_MODELS else 0
-        limits.append(positions - offset)
-    effective = min(limits)
+    allows fewer (shared.positions)."""
+    effective = min(max_seq_length, longest_input(tokenizer, config))
     if effective < max_seq_length:
         logger.warning(
             "--max_seq_length %d is more than the model takes; texts are cut to %d", max_seq_length, effective
         )
     return effective
-
-
-# Model types whose position ids start after the padding index.
-OFFSET_POSITION_MODELS = {"roberta", "xlm-roberta", "camembert", "mpnet", "longformer", "data2vec-text", "xmod"}
 
 
 # ---- guards ------------------------------------------------------------------------------------------------------

@@ -19,9 +19,11 @@ except ImportError:  # not a ZeroGPU Space
 
 import csv
 import html
+import logging
 import math
 import os
 import tempfile
+from collections import Counter
 from dataclasses import dataclass, field
 
 import gradio as gr
@@ -43,6 +45,7 @@ from shared.inference import (
 )
 from shared.metrics import classification_metrics, multi_label_metrics
 
+logger = logging.getLogger(__name__)
 HERE = os.path.dirname(os.path.abspath(__file__))
 MODELS_FILE = os.path.join(HERE, "models.yaml")
 # Limits enforced on the server, whatever the browser or an API client sends.
@@ -95,8 +98,8 @@ def read_model_specs(model_ids: str | None = None, models_file: str = MODELS_FIL
     if model_ids:
         specs = []
         for entry in filter(None, (e.strip() for e in model_ids.split(","))):
-            source, _, revision = entry.partition("@")
-            specs.append(ModelSpec(source, revision or None))
+            source, _, revision = ("", "", "") if os.path.isdir(entry) else entry.partition("@")
+            specs.append(ModelSpec(source or entry, revision or None))
         return specs
     return _read_models_file(models_file, "models")
 
@@ -120,7 +123,8 @@ def _read_models_file(models_file: str, key: str) -> list[ModelSpec]:
 def load_models(specs: list[ModelSpec], encoder_specs: list[ModelSpec] = ()) -> Models:
     """Load every model once, up front, and run it once; one that fails becomes a BrokenModel instead of stopping
     the app. An encoder in `encoder_specs` loads at the revision listed there."""
-    classifiers = [_load(load_predictor, spec, lambda model: model.predict([EXAMPLES[0]])) for spec in specs]
+    classifiers = [_load(load_predictor, spec, lambda model: model.predict([EXAMPLES[0]])) for spec in _once(specs)]
+    _name_apart(classifiers)
     # By source, and by folder name: how results.json names an encoder that was a local folder.
     pinned = {key: spec for spec in encoder_specs for key in (spec.source, readable_name(spec.source))}
     encoders, fill_mask = {}, {}
@@ -151,8 +155,10 @@ def _load(loader, spec: ModelSpec, first_call):
     BrokenModel that reports the error while the other models answer."""
     try:
         model = loader(spec)
-    except (CliError, OSError, ValueError) as err:
+    except CliError as err:
         return BrokenModel(spec.name, str(err))
+    except Exception as err:  # whatever is wrong with one model's files must not keep the app from starting
+        return BrokenModel(spec.name, f"{type(err).__name__}: {err}")
     if ON_ZERO_GPU:  # each call runs in a fresh GPU worker there: warming this process would not help it
         return model
     try:
@@ -160,6 +166,27 @@ def _load(loader, spec: ModelSpec, first_call):
     except Exception as err:  # as in compare: this model's failure must not take the others down
         return BrokenModel(spec.name, f"{type(err).__name__}: {err}", getattr(model, "info", None))
     return model
+
+
+def _once(specs: list[ModelSpec]) -> list[ModelSpec]:
+    """The specs without repeats: a model listed twice is served once."""
+    unique = []
+    for spec in specs:
+        if spec in unique:
+            logger.warning("%s is listed more than once; it is served once", spec.name)
+        else:
+            unique.append(spec)
+    return unique
+
+
+def _name_apart(models: list) -> None:
+    """Models are named by repo id or folder name, and their names key the batch table: two folders of the same name
+    (runs/a/model, runs/b/model) become `model` and `model (2)`."""
+    seen = Counter()
+    for model in models:
+        seen[model.name] += 1
+        if seen[model.name] > 1:
+            model.name = f"{model.name} ({seen[model.name]})"
 
 
 def on_gpu(duration):
@@ -274,7 +301,7 @@ def read_batch(path: str) -> tuple[list[str], list[str] | None]:
     """Texts (and labels, if the file has a `label` column) of an uploaded CSV with a `text` column. For
     multi-label models a label cell holds a text's labels joined by LABEL_SEPARATOR (`praise;acting`)."""
     try:
-        with open(path, newline="", encoding="utf-8") as f:
+        with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: spreadsheets' "CSV UTF-8" starts with a BOM
             rows = list(csv.DictReader(f))
     except (UnicodeDecodeError, csv.Error) as err:
         raise gr.Error(f"Could not read the file as UTF-8 CSV: {err}") from err
@@ -292,29 +319,42 @@ def read_batch(path: str) -> tuple[list[str], list[str] | None]:
             f"Text longer than {MAX_TEXT_CHARS} characters on line(s) {', '.join(map(str, too_long[:10]))}."
         )
     labels = [(row.get("label") or "").strip() for row in rows] if "label" in rows[0] else None
+    unlabeled = [i + 2 for i, label in enumerate(labels or []) if not label]
+    if unlabeled:
+        raise gr.Error(f"Empty label on line(s) {', '.join(map(str, unlabeled[:10]))}; fill it in or drop the column.")
     return texts, labels
 
 
-def batch_predictions(models: list, texts: list[str]) -> dict[str, list[str]]:
-    """Each loaded model's labels for the texts, by model name: the inference of a batch, nothing more."""
-    return {
-        model.name: [p.label for p in model.predict(texts)] for model in models if not isinstance(model, BrokenModel)
-    }
+def batch_predictions(models: list, texts: list[str]) -> dict[str, list[str] | str]:
+    """Each loaded model's labels for the texts by model name, or the error that stopped it: the inference of a
+    batch, nothing more. One model's failure must not take the others' answers down."""
+    predicted = {}
+    for model in models:
+        if isinstance(model, BrokenModel):
+            continue
+        try:
+            predicted[model.name] = [p.label for p in model.predict(texts)]
+        except Exception as err:
+            predicted[model.name] = f"{type(err).__name__}: {err}"
+    return predicted
 
 
-def evaluate_batch(models: list, texts: list[str], labels: list[str] | None, predicted: dict[str, list[str]]):
-    """The batch tab from predictions already made: a table and its CSV; with labels, accuracy and F1 per model and
-    confusion matrices."""
-    table = {"text": texts} | ({"label": labels} if labels else {}) | predicted
+def evaluate_batch(models: list, texts: list[str], labels: list[str] | None, predicted: dict[str, list[str] | str]):
+    """The batch tab from predictions already made (batch_predictions): a table and its CSV; with labels, accuracy
+    and F1 per model and confusion matrices. A model that failed has its error in the scores instead."""
+    answered = {name: answer for name, answer in predicted.items() if not isinstance(answer, str)}
+    table = {"text": texts} | ({"label": labels} if labels else {}) | answered
     scores, matrices = [], []
     for model in models:
         if isinstance(model, BrokenModel):
             scores.append({"model": model.name, "error": model.error})
+        elif model.name not in answered:
+            scores.append({"model": model.name, "error": predicted[model.name]})
         elif labels and model.threshold is not None:  # multi-label: subset accuracy, macro and micro F1
-            metrics = _label_set_metrics(labels, predicted[model.name], model.labels)
+            metrics = _label_set_metrics(labels, answered[model.name], model.labels)
             scores.append({"model": model.name, **metrics})
         elif labels:
-            metrics = _label_metrics(labels, predicted[model.name], model.labels)
+            metrics = _label_metrics(labels, answered[model.name], model.labels)
             scores.append({"model": model.name, "accuracy": metrics["accuracy"], "F1": metrics["f1"]})
             matrices.append((model.name, model.labels, metrics["confusion_matrix"]))
     predictions = pd.DataFrame(table)
@@ -431,9 +471,13 @@ def build_demo(models: Models) -> gr.Blocks:
         broken = [encoder for encoder in pairs[classifier] if isinstance(encoder, BrokenModel)]
         if broken:
             raise gr.Error(f"{broken[0].name} could not load: {broken[0].error[:300]}")
+        try:
+            filled = fill_on_gpu(classifier, text)
+        except CliError as err:  # a sentence longer than the encoders take
+            raise gr.Error(str(err)) from err
         return [
             pd.DataFrame([{"token": token, "score": round(score, 4)} for token, score in candidates])
-            for candidates in fill_on_gpu(classifier, text)
+            for candidates in filled
         ]
 
     with gr.Blocks(title="Compare text classifiers") as demo:

@@ -1,5 +1,6 @@
 """shared.inference: which files it trusts, and that both ways of serving a SetFit head agree."""
 
+import json
 import os
 import shutil
 
@@ -63,3 +64,64 @@ def test_a_fill_mask_encoder_loads_by_repo_id_from_safe_files_into_the_hub_cache
     fetched = {path.rsplit("/", 1)[1] for path in downloads}
     assert "model.safetensors" in fetched and "pytorch_model.bin" not in fetched
     assert encoder.folder.startswith(constants.HF_HUB_CACHE)  # the one cache that the classifiers use too
+
+
+def damaged_copy(source: str, folder, damage: str) -> str:
+    """A copy of a trained model folder with one thing wrong, as a failed download or a hand edit leaves it."""
+    shutil.copytree(source, folder)
+    if damage == "truncated weights":
+        with open(os.path.join(source, "model.safetensors"), "rb") as f:
+            (folder / "model.safetensors").write_bytes(f.read(2000))
+    elif damage == "labels that the head does not have":
+        config = json.loads((folder / "config.json").read_text())
+        config["id2label"] = {"0": "a", "1": "b", "2": "c"}
+        config["label2id"] = {"a": 0, "b": 1, "c": 2}
+        (folder / "config.json").write_text(json.dumps(config))
+    elif damage == "no tokenizer files":
+        for name in os.listdir(folder):
+            if name.startswith(("tokenizer", "vocab", "special_tokens")):
+                os.remove(folder / name)
+    elif damage == "truncated SetFit head":
+        (folder / "model_head.safetensors").write_bytes((folder / "model_head.safetensors").read_bytes()[:100])
+    elif damage == "no SetFit head":
+        for name in ("model_head.safetensors", "model_head.pkl"):
+            os.remove(folder / name)
+    return str(folder)
+
+
+@pytest.mark.parametrize(
+    "method, damage, error",
+    [
+        ("full", "truncated weights", "its safetensors weights are damaged"),
+        ("full", "labels that the head does not have", "other shapes than its config.json says"),
+        ("full", "no tokenizer files", "it has no tokenizer files"),
+        ("setfit", "no tokenizer files", "it has no tokenizer files"),
+        ("setfit", "truncated SetFit head", "model_head.safetensors is damaged"),
+        ("setfit", "no SetFit head", "is a SetFit model without its head"),
+    ],
+)
+def test_a_damaged_model_folder_is_one_error_that_says_what_is_wrong(trained, tmp_path, method, damage, error):
+    folder = damaged_copy(trained[method], tmp_path / "model", damage)
+    with pytest.raises(InputError, match=error):
+        load_predictor(ModelSpec(folder))
+
+
+def test_a_tokenizer_saved_without_a_length_limit_is_cut_to_the_models_positions(trained, tmp_path):
+    folder = tmp_path / "no-limit"
+    shutil.copytree(trained["full"], folder)
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    config.pop("model_max_length", None)  # as many older tokenizers on the Hub were saved
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    long_text = " ".join(["great fun film"] * 100)  # 300 words; the tiny model has 64 positions
+
+    [cut] = load_predictor(ModelSpec(str(folder))).predict([long_text])
+    [kept] = load_predictor(ModelSpec(trained["full"])).predict([long_text])
+
+    assert cut.label == kept.label and cut.scores == pytest.approx(kept.scores, abs=1e-6)
+
+
+def test_a_fill_mask_sentence_longer_than_the_encoder_takes_is_one_error(tiny_bert):
+    encoder = load_fill_mask(ModelSpec(tiny_bert))
+    with pytest.raises(InputError, match=r"the sentence is \d+ tokens long; bert takes at most 64"):
+        encoder.fill("the movie " * 40 + "was [MASK]")
+    assert len(encoder.fill("the movie was [MASK]")) == 5

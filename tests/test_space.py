@@ -379,3 +379,82 @@ def test_spaces_is_imported_before_torch(tmp_path):
     result = subprocess.run(command, cwd=os.path.join(ROOT, "space"), env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip() == str(stub / "__init__.py")
+
+
+def test_models_that_cannot_load_do_not_keep_the_app_from_starting(trained, tmp_path):
+    from test_inference import damaged_copy
+
+    truncated = damaged_copy(trained["full"], tmp_path / "truncated", "truncated weights")
+    relabeled = damaged_copy(trained["full"], tmp_path / "relabeled", "labels that the head does not have")
+    head = damaged_copy(trained["setfit"], tmp_path / "head", "truncated SetFit head")
+
+    models = app.load_models([ModelSpec(truncated), ModelSpec(relabeled), ModelSpec(head), ModelSpec(trained["full"])])
+
+    assert [type(model).__name__ for model in models.classifiers] == ["BrokenModel"] * 3 + ["Predictor"]
+    assert "damaged" in models.classifiers[0].error and "other shapes" in models.classifiers[1].error
+    answers = app.compare(models.classifiers, "great fun film")
+    assert [("label" in answer) for answer in answers] == [False, False, False, True]
+
+
+def test_two_folders_of_one_name_are_told_apart_and_a_repeated_model_is_served_once(trained, tmp_path):
+    import shutil
+
+    shutil.copytree(trained["full"], tmp_path / "a" / "model")
+    shutil.copytree(trained["setfit"], tmp_path / "b" / "model")
+    texts = ["great fun film", "boring and dull plot", "it was awful"]
+    specs = app.read_model_specs(f"{tmp_path}/a/model,{tmp_path}/b/model,{tmp_path}/a/model")
+
+    models = app.load_models(specs)
+    predicted = app.batch_predictions(models.classifiers, texts)
+
+    assert [model.name for model in models.classifiers] == ["model", "model (2)"]
+    assert predicted["model"] == [p.label for p in models.classifiers[0].predict(texts)]
+    assert predicted["model (2)"] == [p.label for p in models.classifiers[1].predict(texts)]
+
+
+def test_a_local_folder_whose_path_holds_an_at_sign_is_that_folder(trained, tmp_path):
+    import shutil
+
+    folder = shutil.copytree(trained["full"], tmp_path / "run@lr2e-5")
+    [spec] = app.read_model_specs(str(folder))
+    assert (spec.source, spec.revision) == (str(folder), None)
+    assert app.read_model_specs("org/model@v2")[0] == ModelSpec("org/model", "v2")
+
+
+def test_in_a_batch_a_model_that_fails_reports_its_error_and_the_others_answer(trained, tmp_path):
+    from shared.inference import load_predictor
+
+    good, failing = load_predictor(ModelSpec(trained["full"])), load_predictor(ModelSpec(trained["full"]))
+    failing.name = "failing"
+
+    def too_long(texts):
+        raise RuntimeError("The size of tensor a (1502) must match the size of tensor b (512)")
+
+    failing._probabilities = too_long
+    rows = [{"text": "great fun film", "label": "positive"}, {"text": "it was awful", "label": "negative"}]
+    texts, labels = app.read_batch(write_csv(tmp_path / "batch.csv", rows))
+    predictions, _download, scores, _plot = app.evaluate_batch(
+        [failing, good], texts, labels, app.batch_predictions([failing, good], texts)
+    )
+
+    assert list(predictions.columns) == ["text", "label", good.name]
+    assert scores.loc[0, "model"] == "failing" and "size of tensor a (1502)" in scores.loc[0, "error"]
+    assert scores.loc[1, "model"] == good.name and 0 <= scores.loc[1, "accuracy"] <= 1
+
+
+def test_a_batch_file_saved_by_a_spreadsheet_with_a_byte_order_mark_is_read(tmp_path):
+    path = tmp_path / "excel.csv"
+    path.write_bytes("text,label\r\ngreat fun film,positive\r\n".encode("utf-8-sig"))
+    assert app.read_batch(str(path)) == (["great fun film"], ["positive"])
+
+
+def test_a_batch_row_without_its_label_is_reported_not_scored_as_a_miss(tmp_path):
+    rows = [{"text": "great fun film", "label": "positive"}, {"text": "it was awful", "label": ""}]
+    with pytest.raises(app.gr.Error, match=r"Empty label on line\(s\) 3"):
+        app.read_batch(write_csv(tmp_path / "batch.csv", rows))
+
+
+def test_fill_mask_says_that_a_sentence_is_longer_than_the_encoders_take(served):
+    client, _ = served
+    with pytest.raises(Exception, match=r"the sentence is \d+ tokens long; bert takes at most 64"):
+        client.predict("mlm", "the movie " * 40 + "was [MASK]", api_name="/fill_mask")
