@@ -4,6 +4,7 @@
 import json
 import os
 import re
+import shutil
 import sys
 
 import pytest
@@ -71,6 +72,19 @@ def test_bad_data_fails_before_the_model_is_loaded(data_args, training_args):
 def test_a_missing_model_is_one_clear_error(data_args, training_args):
     with pytest.raises(InputError, match="could not load '/nonexistent/model'"):
         full_finetune.main(model_args_for("/nonexistent/model"), data_args, training_args)
+
+
+def test_an_encoder_folder_without_its_tokenizer_files_is_refused_before_training(
+    tiny_bert, data_args, training_args, tmp_path
+):
+    # transformers 5 would build a tokenizer of special tokens only, and train on [UNK] for every word.
+    encoder = shutil.copytree(tiny_bert, tmp_path / "weights-only")
+    for name in os.listdir(encoder):
+        if name.startswith(("tokenizer", "vocab", "special_tokens")):
+            os.remove(encoder / name)
+    with pytest.raises(InputError, match="it has no tokenizer files"):
+        full_finetune.main(model_args_for(str(encoder)), data_args, training_args)
+    assert not os.path.exists(os.path.join(training_args.output_dir, "model.safetensors"))
 
 
 def test_accelerate_launch_then_plain_pipeline_in_a_fresh_process(tiny_bert, reviews, tmp_path):
