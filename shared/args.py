@@ -96,6 +96,22 @@ class DataArguments:
         if self.label_delimiter == "":
             raise InputError("--label_delimiter must not be empty")
         parse_class_weight(self.class_weight)
+        problems = []
+        if self.max_seq_length < MIN_SEQ_LENGTH:  # the tokenizer reads 0 and 1 as no limit at all
+            problems.append(f"--max_seq_length {self.max_seq_length}: at least {MIN_SEQ_LENGTH} (two special tokens "
+                            "and a word)")  # fmt: skip
+        if self.samples_per_label is not None and self.samples_per_label < 1:
+            problems.append(f"--samples_per_label {self.samples_per_label}: at least 1 (leave it out to train on all)")
+        if not 0 < self.validation_split_percentage < 100:
+            problems.append(f"--validation_split_percentage {self.validation_split_percentage}: from 1 to 99")
+        if self.text_column_name == self.label_column_name:
+            problems.append(f"--text_column_name and --label_column_name are both {self.text_column_name!r}")
+        if problems:
+            raise InputError(problems)
+
+
+# Room for a model's two special tokens ([CLS] and [SEP], <s> and </s>) and one word.
+MIN_SEQ_LENGTH = 3
 
 
 def parse_class_weight(value: str | dict | None) -> str | dict[str, float] | None:
@@ -189,6 +205,7 @@ class RecipeTrainingArguments(TrainingArguments):
         # train in bf16 under a bf16 config, with results.json and the card saying fp32.
         self.mixed_precision = mixed_precision_of(self)
         check_early_stopping(self, CLASSIFIER_METRICS)
+        check_ranges(self)
 
 
 # What `accelerate launch --mixed_precision` (or its config file's mixed_precision) sets for the script.
@@ -279,6 +296,24 @@ def check_early_stopping(args, metrics: tuple[str, ...]) -> None:
         raise InputError(problems)
 
 
+def check_ranges(args) -> None:
+    """Numbers that torch, setfit or the data loader would reject with a traceback of their own, or that would train
+    nothing while the run reports success, as one error naming each flag; checked when the flags are read."""
+    problems = [
+        f"--{name} {getattr(args, name)}: at least 1"
+        for name in ("per_device_train_batch_size", "per_device_eval_batch_size")
+        if getattr(args, name) < 1
+    ]
+    if args.learning_rate <= 0:
+        problems.append(f"--learning_rate {args.learning_rate}: must be positive")
+    if args.num_train_epochs <= 0 and args.max_steps <= 0:
+        problems.append(f"--num_train_epochs {args.num_train_epochs}: must be positive (or set --max_steps)")
+    if not 0 <= args.seed < 2**32:  # numpy's seeds
+        problems.append(f"--seed {args.seed}: from 0 to 2**32 - 1")
+    if problems:
+        raise InputError(problems)
+
+
 def strategy_name(value) -> str:
     """An eval or save strategy by name, whether the flag's string or transformers' enum (after __post_init__)."""
     return str(getattr(value, "value", value))
@@ -305,6 +340,7 @@ def common_training_arguments(
         check_hub_model_id(self.hub_model_id)
         settle_precision(self)
         check_early_stopping(self, metrics)
+        check_ranges(self)
 
     return make_dataclass(class_name, specs, namespace={"__post_init__": __post_init__})
 

@@ -4,6 +4,8 @@ Every problem with the data is found here and reported at once, before any model
 lists (or of strings split by --label_delimiter) makes the data multi-label: each text has a set of labels.
 """
 
+import csv
+import itertools
 import logging
 import math
 import os
@@ -201,9 +203,12 @@ def _load_raw(args: DataArguments) -> DatasetDict:
     else:
         files = {"train": args.train_file, "validation": args.validation_file, "test": args.test_file}
         files = {split: path for split, path in files.items() if path}
-        problems = [
-            f"--{split}_file {path} does not exist" for split, path in files.items() if not os.path.isfile(path)
-        ]
+        problems = []
+        for split, path in files.items():
+            if not os.path.isfile(path):
+                problems.append(f"--{split}_file {path} does not exist")
+            elif has_no_rows(path):
+                problems.append(f"--{split}_file {path} has no rows")
         suffixes = {os.path.splitext(path)[1].lower() for path in files.values()}
         unknown = sorted(suffixes - FILE_BUILDERS.keys())
         if unknown:
@@ -220,6 +225,16 @@ def _load_raw(args: DataArguments) -> DatasetDict:
     if "train" not in raw:
         raise InputError(f"the dataset has no train split; it has: {', '.join(raw)}")
     return DatasetDict({name: raw[name] for name in ("train", "validation", "test") if name in raw})
+
+
+def has_no_rows(path: str) -> bool:
+    """An empty file, or a CSV of a header only: datasets' own error for these names no file and no reason."""
+    if os.path.getsize(path) == 0:
+        return True
+    if not path.lower().endswith(".csv"):
+        return False
+    with open(path, newline="", encoding="utf-8", errors="replace") as f:
+        return len(list(itertools.islice(csv.reader(f), 2))) < 2
 
 
 def _check_columns(raw: DatasetDict, args: DataArguments) -> None:
@@ -323,6 +338,7 @@ def _label_set_problems(values: dict[str, list[list[str]]]) -> list[str]:
 
 def _to_class_labels(splits: DatasetDict, args: DataArguments) -> DatasetDict:
     """Validate text and labels in every split, then make `label` a ClassLabel named after the train labels."""
+    splits = _stripped_label_names(splits)
     problems = []
     for split, ds in splits.items():
         problems += _text_problems(split, ds["text"])
@@ -343,6 +359,24 @@ def _to_class_labels(splits: DatasetDict, args: DataArguments) -> DatasetDict:
         raise InputError(problems)
     # Label names map to their index in `names`; integers 0..n-1 already are those indices.
     return splits if isinstance(feature, ClassLabel) else splits.cast_column("label", ClassLabel(names=names))
+
+
+STRING_FEATURES = (Value("string"), Value("large_string"))
+
+
+def _stripped_label_names(splits: DatasetDict) -> DatasetDict:
+    """`positive ` and `positive` are one label (a spreadsheet or a hand edit leaves such spaces), as they are in
+    multi-label cells; a label of spaces only is no label."""
+    return DatasetDict(
+        {
+            split: ds.map(_strip_labels, batched=True) if ds.features["label"] in STRING_FEATURES else ds
+            for split, ds in splits.items()
+        }
+    )
+
+
+def _strip_labels(batch: dict) -> dict:
+    return {"label": [label.strip() or None if isinstance(label, str) else label for label in batch["label"]]}
 
 
 def _text_problems(split: str, texts) -> list[str]:

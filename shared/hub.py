@@ -280,6 +280,7 @@ def load_pretrained(auto_class, name_or_path: str, revision: str = "main", **kwa
 
     A missing repo, a repo without safetensors weights or an unreadable folder becomes one InputError.
     """
+    check_model_source(name_or_path)
     is_tokenizer = auto_class.__name__.endswith("Tokenizer")
     is_model = not is_tokenizer and not auto_class.__name__.endswith("Config")
     safe = {"use_safetensors": True, "dtype": MODEL_DTYPE} if is_model else {}
@@ -297,6 +298,8 @@ def load_sentence_transformer(name_or_path: str, revision: str = "main"):
     """
     from sentence_transformers import SentenceTransformer  # heavy; only the SetFit paths need it
 
+    check_model_source(name_or_path)
+
     with _loading_errors(name_or_path, "sentence-transformers"):
         model = SentenceTransformer(
             name_or_path,
@@ -306,6 +309,13 @@ def load_sentence_transformer(name_or_path: str, revision: str = "main"):
         )
     check_vocabulary(model.tokenizer, name_or_path)
     return model
+
+
+def check_model_source(name_or_path: str) -> None:
+    """A model named by a path (absolute, or from ./ or ../) must be a folder; a Hub repo id is checked by loading it.
+    Without this a mistyped path reads as a malformed repo id."""
+    if (os.path.isabs(name_or_path) or name_or_path.startswith(("./", "../"))) and not os.path.isdir(name_or_path):
+        raise InputError(f"could not load {name_or_path!r}: there is no such folder")
 
 
 def check_vocabulary(tokenizer, name_or_path: str) -> None:

@@ -67,6 +67,8 @@ def prepare_output_dir(output_dir: str, overwrite: bool, resuming: bool, keep: t
     keeps its folder as it is: its checkpoints, and whatever the resumed run will replace. `keep` names entries
     that belong to this run already (an encoder adapted by an earlier phase).
     """
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise InputError(f"--output_dir {output_dir} is a file; name a folder")
     if resuming or not os.path.isdir(output_dir):
         return
     others = sorted(set(os.listdir(output_dir)) - set(keep))

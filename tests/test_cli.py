@@ -13,6 +13,7 @@ import yaml
 
 from conftest import ROOT, accelerate_launch, load_trainer, model_args_for, run_script
 from shared.args import DataArguments, ModelArguments, RecipeTrainingArguments, parse_cli
+from shared.errors import InputError
 
 SCRIPTS = ["full_finetune", "freeze_layers", "setfit_fewshot", "mlm_then_classify"]
 COMMON_FLAGS = ["--report_to", "none", "--per_device_train_batch_size", "8", "--num_train_epochs", "1", "--seed", "1",
@@ -185,3 +186,38 @@ def test_report_to_tensorboard_writes_event_files(script, tiny_bert, data_args, 
     events = glob.glob(os.path.join(out, "**", "events.out.tfevents.*"), recursive=True)
     assert events, f"no TensorBoard event file under {out}"
     assert not (tmp_path / "runs").exists(), "event files written outside the output folder"
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_numbers_out_of_range_are_named_when_the_flags_are_read(script):
+    """torch, setfit or the tokenizer met them later with a traceback of their own, or the run trained nothing."""
+    trainer = load_trainer(script)
+    data = ["--max_seq_length", "1", "--samples_per_label", "0", "--validation_split_percentage", "100",
+            "--text_column_name", "review", "--label_column_name", "review"]  # fmt: skip
+    with pytest.raises(InputError) as err:
+        parse_cli(trainer.ARGUMENTS, "", argv=data)
+    assert err.value.problems == [
+        "--max_seq_length 1: at least 3 (two special tokens and a word)",
+        "--samples_per_label 0: at least 1 (leave it out to train on all)",
+        "--validation_split_percentage 100: from 1 to 99",
+        "--text_column_name and --label_column_name are both 'review'",
+    ]
+    training = ["--per_device_train_batch_size", "0", "--per_device_eval_batch_size", "0", "--learning_rate=-1e-3",
+                "--num_train_epochs", "0", "--seed=-1"]  # fmt: skip
+    with pytest.raises(InputError) as err:
+        parse_cli(trainer.ARGUMENTS, "", argv=training)
+    assert err.value.problems == [
+        "--per_device_train_batch_size 0: at least 1",
+        "--per_device_eval_batch_size 0: at least 1",
+        "--learning_rate -0.001: must be positive",
+        "--num_train_epochs 0.0: must be positive (or set --max_steps)",
+        "--seed -1: from 0 to 2**32 - 1",
+    ]
+
+
+def test_a_masking_share_outside_0_to_1_is_one_line_under_accelerate_launch(tmp_path):
+    result = run_script([*readme_launcher(), "trainers/mlm_then_classify.py", "--mlm_probability", "0",
+                         "--output_dir", str(tmp_path / "out")])  # fmt: skip
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[0] == "error: --mlm_probability 0.0 must lie strictly between 0 and 1"
+    assert not os.path.exists(tmp_path / "out")

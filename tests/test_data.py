@@ -139,3 +139,20 @@ def test_missing_file_and_unsupported_format(tmp_path):
 def test_too_little_data_to_carve_a_validation_split(tmp_path):
     with pytest.raises(InputError, match="pass --validation_file"):
         load(tmp_path, rows(["a", "b", "c", "d"]))
+
+
+def test_label_names_that_differ_only_in_spaces_are_one_label(tmp_path):
+    splits = load(tmp_path, rows(["pos", "neg", "pos ", " neg"] * 4), validation=rows(["pos", "neg "]))
+    assert label_names(splits) == ["neg", "pos"]
+    assert Counter(splits["train"]["label"]) == {0: 8, 1: 8}
+    with pytest.raises(InputError, match=r"row 2 has no label"):
+        load(tmp_path, rows(["pos", "neg", "  ", "neg"] * 4))
+
+
+@pytest.mark.parametrize("content", ["", "text,label\n"], ids=["empty", "header only"])
+def test_a_data_file_without_rows_is_named(tmp_path, content):
+    load(tmp_path, rows(["pos", "neg"] * 5), validation=rows(["pos", "neg"]), test=rows(["pos", "neg"]))
+    (tmp_path / "test.csv").write_text(content)
+    files = {f"{split}_file": str(tmp_path / f"{split}.csv") for split in ("train", "validation", "test")}
+    with pytest.raises(InputError, match=r"--test_file .*test.csv has no rows"):
+        load_labeled_data(DataArguments(**files), seed=0)

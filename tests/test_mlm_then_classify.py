@@ -94,6 +94,14 @@ def test_bad_unlabeled_file_fails_before_any_model(data_args, mlm_training_args,
         mlm_then_classify.main(model_args_for("/nonexistent/model"), data_args, args, mlm_training_args)
 
 
+@pytest.mark.parametrize("name, content", [("empty.txt", ""), ("header.csv", "text\n")])
+def test_an_unlabeled_file_without_rows_is_named(data_args, mlm_training_args, tmp_path, name, content):
+    (tmp_path / name).write_text(content)
+    args = mlm_then_classify.MLMArguments(unlabeled_file=str(tmp_path / name))
+    with pytest.raises(InputError, match=f"--unlabeled_file .*{name} has no rows"):
+        mlm_then_classify.main(model_args_for("nobody/never-loaded"), data_args, args, mlm_training_args)
+
+
 def test_publishes_the_encoder_and_the_classifier_to_their_own_repos(hub, tiny_bert, data_args, mlm_training_args):
     mlm_training_args.push_to_hub, mlm_training_args.hub_model_id = True, f"{USER}/adapted"
 

@@ -343,6 +343,44 @@ def test_a_folder_of_another_run_is_refused_then_cleared_on_request(tiny_bert, d
     assert "model.safetensors" in files and not files & {"config_setfit.json", "model_head.pkl"}
 
 
+@pytest.mark.parametrize(
+    "script, mistake, error",
+    [
+        ("full_finetune", ["--label_column_name", "stars"], "train has no column 'stars'"),
+        ("freeze_layers", ["--num_frozen_layers", "9"], "--num_frozen_layers 9 is out of range"),
+        ("setfit_fewshot", ["--samples_per_label", "30"], "--samples_per_label 30 needs 30"),
+        (
+            "mlm_then_classify",
+            ["--model_name_or_path", "/models/mistyped"],
+            "'/models/mistyped': there is no such folder",
+        ),
+    ],
+)
+def test_overwrite_clears_nothing_when_the_request_is_wrong(
+    script, mistake, error, tiny_bert, tiny_sentence_transformer, reviews, tmp_path
+):
+    """--overwrite_output_dir cleared the folder first: a wrong column, then the previous run's model was gone."""
+    previous = tmp_path / "run"
+    previous.mkdir()
+    (previous / "model.safetensors").write_text("the previous run's model")
+    model = tiny_sentence_transformer if script == "setfit_fewshot" else tiny_bert
+    result = run_script([
+        sys.executable, f"trainers/{script}.py", "--model_name_or_path", model, "--train_file", reviews["train"],
+        "--test_file", reviews["test"], "--text_column_name", "review", "--label_column_name", "sentiment", *mistake,
+        "--output_dir", str(previous), "--overwrite_output_dir",
+    ])  # fmt: skip
+
+    assert result.returncode == 2 and error in result.stderr, result.stderr[-2000:]
+    assert (previous / "model.safetensors").read_text() == "the previous run's model"
+
+
+def test_an_output_dir_that_is_a_file_is_one_error_before_anything_loads(data_args, training_args, tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    args = replace(training_args, output_dir=str(tmp_path / "notes.txt"))
+    with pytest.raises(InputError, match="notes.txt is a file; name a folder"):
+        full_finetune.main(model_args_for("nobody/never-loaded"), data_args, args)
+
+
 def test_overwrite_never_clears_a_project_folder(tiny_bert, data_args, training_args, tmp_path):
     project = tmp_path / "project"
     (project / ".git").mkdir(parents=True)

@@ -80,7 +80,6 @@ def main(
 ) -> dict:
     # Everything that can be wrong with the request fails here, before the model is downloaded.
     target = preflight(hub_args_from(training_args), training_args.output_dir)
-    start_run(training_args, {"method": METHOD})
     splits = load_labeled_data(data_args, training_args.seed)
     config = load_pretrained(AutoConfig, model_args.model_name_or_path, model_args.model_revision)
     num_layers = config.num_hidden_layers
@@ -90,6 +89,7 @@ def main(
             f"--num_frozen_layers {num_frozen} is out of range: {model_args.model_name_or_path} has {num_layers} "
             f"layers, so use 0..{num_layers} ({num_layers} trains only the head)"
         )
+    start_run(training_args, {"method": METHOD})  # last: --overwrite_output_dir clears the folder here
     method = Method(
         METHOD,
         summary(num_frozen, num_layers),

@@ -18,7 +18,7 @@ from shared.args import DataArguments, ModelArguments, RecipeTrainingArguments, 
 from shared.classification import Method, train_classifier
 from shared.data import load_labeled_data
 from shared.errors import configure_cli_logging, exit_on_cli_error
-from shared.hub import preflight
+from shared.hub import check_model_source, preflight
 from shared.training import start_run
 
 METHOD = "full_finetune"
@@ -32,8 +32,9 @@ ARGUMENTS = [ModelArguments, DataArguments, RecipeTrainingArguments]
 def main(model_args: ModelArguments, data_args: DataArguments, training_args: RecipeTrainingArguments) -> dict:
     # Everything that can be wrong with the request fails here, before the model is downloaded.
     target = preflight(hub_args_from(training_args), training_args.output_dir)
-    start_run(training_args, {"method": METHOD})
     splits = load_labeled_data(data_args, training_args.seed)
+    check_model_source(model_args.model_name_or_path)
+    start_run(training_args, {"method": METHOD})  # last: --overwrite_output_dir clears the folder here
     return train_classifier(model_args, data_args, training_args, splits, target, Method(METHOD, SUMMARY))
 
 

@@ -37,9 +37,9 @@ from transformers import (
 from shared.args import DataArguments, ModelArguments, RecipeTrainingArguments, hub_args_from, parse_cli
 from shared.card import card_details, write_encoder_card
 from shared.classification import Method, train_classifier
-from shared.data import FILE_BUILDERS, dataset_source, load_labeled_data, sample_per_label
+from shared.data import FILE_BUILDERS, dataset_source, has_no_rows, load_labeled_data, sample_per_label
 from shared.errors import InputError, configure_cli_logging, exit_on_cli_error
-from shared.hub import load_pretrained, preflight, push_folder
+from shared.hub import check_model_source, load_pretrained, preflight, push_folder
 from shared.results import model_reference
 from shared.training import (
     checkpoint_run,
@@ -72,6 +72,12 @@ class MLMArguments:
         default=None,
         metadata={"help": "More domain text for phase 1: .txt (one text per line) or csv/json/jsonl/parquet."},
     )
+
+    def __post_init__(self):
+        if not 0 < self.mlm_probability < 1:  # 0 masks nothing: a perplexity of NaN; 1 leaves nothing to read
+            raise InputError(f"--mlm_probability {self.mlm_probability} must lie strictly between 0 and 1")
+        if self.mlm_num_train_epochs <= 0:
+            raise InputError(f"--mlm_num_train_epochs {self.mlm_num_train_epochs}: must be positive")
 
 
 @dataclass
@@ -155,7 +161,13 @@ def read_domain_texts(train_texts: list[str], mlm_args: MLMArguments, text_colum
             raise InputError(f"--unlabeled_file {path} does not exist")
         if suffix != ".txt" and suffix not in FILE_BUILDERS:
             raise InputError(f"--unlabeled_file must be .txt, {', '.join(FILE_BUILDERS)}; got {suffix or 'no suffix'}")
-        extra = datasets.load_dataset("text" if suffix == ".txt" else FILE_BUILDERS[suffix], data_files=path)["train"]
+        if has_no_rows(path):
+            raise InputError(f"--unlabeled_file {path} has no rows")
+        try:
+            extra = datasets.load_dataset("text" if suffix == ".txt" else FILE_BUILDERS[suffix], data_files=path)
+        except Exception as err:  # datasets raises many types here; all mean "cannot read this file"
+            raise InputError(f"could not read --unlabeled_file {path}: {err}") from err
+        extra = extra["train"]
         column = "text" if suffix == ".txt" else text_column
         if column not in extra.column_names:
             raise InputError(
@@ -277,13 +289,15 @@ def main(
     classify_target = preflight(hub_args, output_dir) if mlm_args.phase != "mlm" else None
     encoder_target = preflight(hub_args, output_dir, name_suffix="-mlm") if mlm_args.phase != "classify" else None
     resumed_phase = checkpoint_to_resume(mlm_args.phase, training_args)
-    keep = (ENCODER_DIR,) if mlm_args.phase == "classify" else ()  # an encoder adapted here by --phase mlm
-    prepare_output_dir(output_dir, training_args.overwrite_output_dir, resumed_phase is not None, keep)
     # Text needs no labels: phase 1 reads the whole training split, phase 2 only the few-shot sample if asked.
     splits = load_labeled_data(replace(data_args, samples_per_label=None), training_args.seed)
     texts = read_domain_texts(splits["train"]["text"], mlm_args, data_args.text_column_name)
     if data_args.samples_per_label:
         splits["train"] = sample_per_label(splits["train"], data_args.samples_per_label, training_args.seed)
+    check_model_source(model_args.model_name_or_path)
+    keep = (ENCODER_DIR,) if mlm_args.phase == "classify" else ()  # an encoder adapted here by --phase mlm
+    # Last: --overwrite_output_dir clears the folder here.
+    prepare_output_dir(output_dir, training_args.overwrite_output_dir, resumed_phase is not None, keep)
 
     adaptation = Adaptation(encoder=model_args.model_name_or_path, revision=model_args.model_revision, num_texts=0)
     encoder_dir = os.path.join(output_dir, ENCODER_DIR)

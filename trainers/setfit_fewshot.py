@@ -68,7 +68,7 @@ from shared.data import (
     with_multi_hot_labels,
 )
 from shared.errors import InputError, configure_cli_logging, exit_on_cli_error
-from shared.hub import load_sentence_transformer, preflight
+from shared.hub import check_model_source, load_sentence_transformer, preflight
 from shared.metrics import classification_metrics, multi_label_metrics, over_threshold
 from shared.onnx_export import export_int8
 from shared.publish import publish
@@ -191,14 +191,16 @@ def main(
 ) -> dict | None:
     # Everything that can be wrong with the request fails here, before the model is downloaded.
     target = preflight(hub_args_from(training_args), training_args.output_dir)
-    prepare_output_dir(training_args.output_dir, training_args.overwrite_output_dir, resuming=False)
     splits = load_labeled_data(data_args, training_args.seed)
     names = label_names(splits)
     multi_label = is_multi_label(splits)
+    weights = class_weights(splits, data_args.class_weight)
+    check_model_source(model_args.model_name_or_path)
+    # Last: --overwrite_output_dir clears the folder here.
+    prepare_output_dir(training_args.output_dir, training_args.overwrite_output_dir, resuming=False)
 
     # Seed before building the model, so the head starts from the same weights on every run.
     set_seed(training_args.seed)
-    weights = class_weights(splits, data_args.class_weight)
     model = build_model(model_args, setfit_args, names, multi_label, data_args.class_weight, weights)
     # Naming the data keeps setfit's model card from searching the Hub's dataset list for it; the card we
     # publish is our own (shared.card), written over setfit's at the end with setfit's sections inside.
