@@ -278,7 +278,8 @@ MODEL_DTYPE = "float32"
 def load_pretrained(auto_class, name_or_path: str, revision: str = "main", **kwargs):
     """`auto_class.from_pretrained` with safe defaults: safetensors weights only, no remote code; models in fp32.
 
-    A missing repo, a repo without safetensors weights or an unreadable folder becomes one InputError.
+    A missing repo or folder, a repo without safetensors weights, damaged weights, weights of other shapes than the
+    config says, or a tokenizer without its files becomes one InputError.
     """
     check_model_source(name_or_path)
     is_tokenizer = auto_class.__name__.endswith("Tokenizer")
@@ -299,7 +300,6 @@ def load_sentence_transformer(name_or_path: str, revision: str = "main"):
     from sentence_transformers import SentenceTransformer  # heavy; only the SetFit paths need it
 
     check_model_source(name_or_path)
-
     with _loading_errors(name_or_path, "sentence-transformers"):
         model = SentenceTransformer(
             name_or_path,

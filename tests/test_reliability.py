@@ -127,7 +127,7 @@ def test_a_checkpoint_that_cannot_be_resumed_is_one_clear_error(tiny_bert, data_
     for wanted, message in cases.items():
         args = replace(checkpointed, output_dir=str(tmp_path / "new"), resume_from_checkpoint=wanted)
         with pytest.raises(InputError, match=message):
-            run_method("full_finetune", "/nonexistent/model", data_args, args)  # fails before any model loads
+            run_method("full_finetune", "nobody/never-loaded", data_args, args)  # fails before any model loads
 
     another_method = replace(checkpointed, output_dir=str(tmp_path / "x"), resume_from_checkpoint=checkpoint)
     with pytest.raises(InputError, match="was written by full_finetune, not by freeze_layers"):
