@@ -281,7 +281,7 @@ def load_pretrained(auto_class, name_or_path: str, revision: str = "main", **kwa
     A missing repo or folder, a repo without safetensors weights, damaged weights, weights of other shapes than the
     config says, or a tokenizer without its files becomes one InputError.
     """
-    check_model_source(name_or_path)
+    _check_path(name_or_path)
     is_tokenizer = auto_class.__name__.endswith("Tokenizer")
     is_model = not is_tokenizer and not auto_class.__name__.endswith("Config")
     safe = {"use_safetensors": True, "dtype": MODEL_DTYPE} if is_model else {}
@@ -299,7 +299,7 @@ def load_sentence_transformer(name_or_path: str, revision: str = "main"):
     """
     from sentence_transformers import SentenceTransformer  # heavy; only the SetFit paths need it
 
-    check_model_source(name_or_path)
+    _check_path(name_or_path)
     with _loading_errors(name_or_path, "sentence-transformers"):
         model = SentenceTransformer(
             name_or_path,
@@ -311,9 +311,20 @@ def load_sentence_transformer(name_or_path: str, revision: str = "main"):
     return model
 
 
-def check_model_source(name_or_path: str) -> None:
-    """A model named by a path (absolute, or from ./ or ../) must be a folder; a Hub repo id is checked by loading it.
-    Without this a mistyped path reads as a malformed repo id."""
+def check_model_source(name_or_path: str, revision: str = "main") -> None:
+    """Before a trainer clears or trains anything: the model it names exists. A folder is enough here; of a Hub repo
+    its config.json is read (a small download, cached for the load that follows), so that a mistyped repo id or
+    revision fails before --overwrite_output_dir has cleared the last run."""
+    from transformers import AutoConfig  # heavy; the trainers import it anyway
+
+    _check_path(name_or_path)
+    if not os.path.isdir(name_or_path):
+        load_pretrained(AutoConfig, name_or_path, revision)
+
+
+def _check_path(name_or_path: str) -> None:
+    """A model named by a path (absolute, or from ./ or ../) must be a folder: otherwise a mistyped path reads as a
+    malformed repo id."""
     if (os.path.isabs(name_or_path) or name_or_path.startswith(("./", "../"))) and not os.path.isdir(name_or_path):
         raise InputError(f"could not load {name_or_path!r}: there is no such folder")
 

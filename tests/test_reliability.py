@@ -16,6 +16,7 @@ import psutil
 import pytest
 import torch
 from accelerate import Accelerator
+from huggingface_hub import HfApi
 from safetensors.torch import load_file
 from sentence_transformers import SentenceTransformer
 from transformers import (
@@ -127,7 +128,7 @@ def test_a_checkpoint_that_cannot_be_resumed_is_one_clear_error(tiny_bert, data_
     for wanted, message in cases.items():
         args = replace(checkpointed, output_dir=str(tmp_path / "new"), resume_from_checkpoint=wanted)
         with pytest.raises(InputError, match=message):
-            run_method("full_finetune", "nobody/never-loaded", data_args, args)  # fails before any model loads
+            run_method("full_finetune", tiny_bert, data_args, args)  # fails before any training
 
     another_method = replace(checkpointed, output_dir=str(tmp_path / "x"), resume_from_checkpoint=checkpoint)
     with pytest.raises(InputError, match="was written by full_finetune, not by freeze_layers"):
@@ -374,11 +375,41 @@ def test_overwrite_clears_nothing_when_the_request_is_wrong(
     assert (previous / "model.safetensors").read_text() == "the previous run's model"
 
 
-def test_an_output_dir_that_is_a_file_is_one_error_before_anything_loads(data_args, training_args, tmp_path):
+MISTYPED_ID = ["--model_name_or_path", f"{USER}/tiny-brt"]
+
+
+@pytest.mark.parametrize(
+    "script, mistake",
+    [
+        ("full_finetune", MISTYPED_ID),
+        ("setfit_fewshot", MISTYPED_ID),
+        ("mlm_then_classify", MISTYPED_ID),
+        ("full_finetune", ["--model_revision", "v2"]),
+    ],
+)
+def test_overwrite_clears_nothing_when_the_hub_has_no_such_model(script, mistake, hub, tiny_bert, reviews, tmp_path):
+    """Only a path was checked before the folder was cleared: a mistyped repo id cost the previous run."""
+    api = HfApi(endpoint=hub.url, token=TOKEN)
+    api.create_repo(f"{USER}/tiny-bert")
+    api.upload_folder(repo_id=f"{USER}/tiny-bert", folder_path=tiny_bert)
+    previous = tmp_path / "run"
+    previous.mkdir()
+    (previous / "model.safetensors").write_text("the previous run's model")
+    result = run_script([
+        sys.executable, f"trainers/{script}.py", "--model_name_or_path", f"{USER}/tiny-bert", *mistake,
+        "--train_file", reviews["train"], "--test_file", reviews["test"], "--text_column_name", "review",
+        "--label_column_name", "sentiment", "--output_dir", str(previous), "--overwrite_output_dir",
+    ], env=hub.env)  # fmt: skip
+
+    assert result.returncode == 2 and "error: could not load 'alice/tiny-" in result.stderr, result.stderr[-2000:]
+    assert (previous / "model.safetensors").read_text() == "the previous run's model"
+
+
+def test_an_output_dir_that_is_a_file_is_one_error_before_training(tiny_bert, data_args, training_args, tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
     args = replace(training_args, output_dir=str(tmp_path / "notes.txt"))
     with pytest.raises(InputError, match="notes.txt is a file; name a folder"):
-        full_finetune.main(model_args_for("nobody/never-loaded"), data_args, args)
+        full_finetune.main(model_args_for(tiny_bert), data_args, args)
 
 
 def test_overwrite_never_clears_a_project_folder(tiny_bert, data_args, training_args, tmp_path):

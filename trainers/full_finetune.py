@@ -33,7 +33,7 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: Re
     # Everything that can be wrong with the request fails here, before the model is downloaded.
     target = preflight(hub_args_from(training_args), training_args.output_dir)
     splits = load_labeled_data(data_args, training_args.seed)
-    check_model_source(model_args.model_name_or_path)
+    check_model_source(model_args.model_name_or_path, model_args.model_revision)
     start_run(training_args, {"method": METHOD})  # last: --overwrite_output_dir clears the folder here
     return train_classifier(model_args, data_args, training_args, splits, target, Method(METHOD, SUMMARY))
 

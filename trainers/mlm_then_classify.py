@@ -294,7 +294,7 @@ def main(
     texts = read_domain_texts(splits["train"]["text"], mlm_args, data_args.text_column_name)
     if data_args.samples_per_label:
         splits["train"] = sample_per_label(splits["train"], data_args.samples_per_label, training_args.seed)
-    check_model_source(model_args.model_name_or_path)
+    check_model_source(model_args.model_name_or_path, model_args.model_revision)
     keep = (ENCODER_DIR,) if mlm_args.phase == "classify" else ()  # an encoder adapted here by --phase mlm
     # Last: --overwrite_output_dir clears the folder here.
     prepare_output_dir(output_dir, training_args.overwrite_output_dir, resumed_phase is not None, keep)

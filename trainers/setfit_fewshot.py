@@ -195,7 +195,7 @@ def main(
     names = label_names(splits)
     multi_label = is_multi_label(splits)
     weights = class_weights(splits, data_args.class_weight)
-    check_model_source(model_args.model_name_or_path)
+    check_model_source(model_args.model_name_or_path, model_args.model_revision)
     # Last: --overwrite_output_dir clears the folder here.
     prepare_output_dir(training_args.output_dir, training_args.overwrite_output_dir, resuming=False)
 
