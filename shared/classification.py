@@ -46,6 +46,7 @@ from shared.onnx_export import export_int8
 from shared.publish import publish
 from shared.results import build_results, count_parameters
 from shared.training import (
+    check_checkpoint_fits,
     early_stopping,
     early_stopping_summary,
     keep_logs_in,
@@ -96,6 +97,7 @@ def train_classifier(
     threshold = data_args.threshold if multi_label else None
     tokenizer = load_pretrained(AutoTokenizer, model_args.model_name_or_path, model_args.model_revision)
     config = load_pretrained(AutoConfig, model_args.model_name_or_path, model_args.model_revision)
+    check_checkpoint_fits(training_args.resume_from_checkpoint, config, model_args.model_name_or_path, names)
     max_length = max_length_for(data_args.max_seq_length, tokenizer, config)
     with training_args.main_process_first(desc="tokenizing"):
         tokenized = tokenize_splits(with_multi_hot_labels(splits) if multi_label else splits, tokenizer, max_length)

@@ -132,6 +132,34 @@ def resolve_checkpoint(resume_from_checkpoint: str | None, search_dir: str, run:
     return path
 
 
+# What a checkpoint's config.json must share with the model a resumed run builds: the shapes of its weights.
+SHAPE_FIELDS = ("model_type", "vocab_size", "hidden_size", "num_hidden_layers", "intermediate_size")
+
+
+def check_checkpoint_fits(
+    checkpoint: str | None, config: PretrainedConfig, model: str, labels: list[str] | None = None
+) -> None:
+    """A resumed run goes on from the checkpoint's weights: they must be weights of this run's model and, for a
+    classifier, of this run's labels. Otherwise the Trainer fails deep inside torch once the model is loaded (other
+    shapes), or, with as many labels of other names, trains on with each label's weights read as another's."""
+    saved_file = os.path.join(checkpoint or "", "config.json")
+    if not checkpoint or not os.path.isfile(saved_file):
+        return
+    saved = json.load(open(saved_file))
+    for name in SHAPE_FIELDS:
+        if name in saved and saved[name] != getattr(config, name, None):
+            raise InputError(
+                f"--resume_from_checkpoint {checkpoint} holds another model than {model}: its {name} is "
+                f"{saved[name]}, not {getattr(config, name, None)}; resume with the model it was trained from"
+            )
+    saved_labels = [saved["id2label"][key] for key in sorted(saved.get("id2label", {}), key=int)]
+    if labels is not None and saved_labels != labels:
+        raise InputError(
+            f"--resume_from_checkpoint {checkpoint} was trained for the labels {saved_labels}, but this run's data "
+            f"has {labels}; resume with the data it was trained on, or start a new run"
+        )
+
+
 def has_complete_checkpoint(folder: str) -> bool:
     return os.path.isdir(folder) and any(
         e.startswith("checkpoint-") and not _missing(os.path.join(folder, e)) for e in os.listdir(folder)

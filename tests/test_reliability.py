@@ -135,6 +135,38 @@ def test_a_checkpoint_that_cannot_be_resumed_is_one_clear_error(tiny_bert, data_
         run_method("freeze_layers", tiny_bert, data_args, another_method)
 
 
+def test_a_checkpoint_of_other_labels_or_of_another_model_is_one_clear_error(
+    tiny_encoders, reviews, data_args, checkpointed, tmp_path
+):
+    """Resumed with other data, a run went on with each label's weights read as another's; from another model, it
+    failed deep inside torch once that model was loaded."""
+    run_method("full_finetune", tiny_encoders["bert"], data_args, checkpointed)
+    args = replace(checkpointed, output_dir=str(tmp_path / "new"),
+                   resume_from_checkpoint=os.path.join(checkpointed.output_dir, "checkpoint-3"))  # fmt: skip
+    renamed = {}
+    for split in ("train", "validation", "test"):
+        text = open(reviews[split]).read().replace(",negative", ",bad").replace(",positive", ",good")
+        renamed[split] = tmp_path / f"{split}.csv"
+        renamed[split].write_text(text)
+    other_labels = replace(data_args, train_file=str(renamed["train"]), validation_file=str(renamed["validation"]),
+                           test_file=str(renamed["test"]))  # fmt: skip
+
+    with pytest.raises(InputError, match=re.escape("was trained for the labels ['negative', 'positive'], but this "
+                                                   "run's data has ['bad', 'good']")):  # fmt: skip
+        run_method("full_finetune", tiny_encoders["bert"], other_labels, args)
+    with pytest.raises(InputError, match="holds another model than .*roberta: its model_type is bert, not roberta"):
+        run_method("full_finetune", tiny_encoders["roberta"], data_args, args)
+    assert not os.path.exists(os.path.join(args.output_dir, "model.safetensors"))
+
+
+def test_a_masked_lm_checkpoint_of_another_model_is_one_clear_error(tiny_encoders, data_args, checkpointed, tmp_path):
+    run_method("mlm_then_classify", tiny_encoders["bert"], data_args, checkpointed)
+    phase_1 = os.path.join(checkpointed.output_dir, "mlm", "checkpoint-3")
+    args = replace(checkpointed, output_dir=str(tmp_path / "new"), resume_from_checkpoint=phase_1)
+    with pytest.raises(InputError, match="holds another model than .*distilbert: its model_type is bert, not distil"):
+        run_method("mlm_then_classify", tiny_encoders["distilbert"], data_args, args)
+
+
 # ---- preemption --------------------------------------------------------------------------------------------------
 
 

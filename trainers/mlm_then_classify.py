@@ -42,6 +42,7 @@ from shared.errors import InputError, configure_cli_logging, exit_on_cli_error
 from shared.hub import check_model_source, load_pretrained, preflight, push_folder
 from shared.results import model_reference
 from shared.training import (
+    check_checkpoint_fits,
     checkpoint_run,
     has_complete_checkpoint,
     keep_logs_in,
@@ -190,6 +191,7 @@ def adapt_encoder(
     and after, under the same masks."""
     tokenizer = load_pretrained(AutoTokenizer, model_args.model_name_or_path, model_args.model_revision)
     config = load_pretrained(AutoConfig, model_args.model_name_or_path, model_args.model_revision)
+    check_checkpoint_fits(checkpoint, config, model_args.model_name_or_path)
     limit = max_length_for(data_args.max_seq_length, tokenizer, config)
 
     def tokenize(batch):
