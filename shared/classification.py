@@ -74,11 +74,13 @@ class Method:
     earlier_samples: float = 0.0
     publish_ignore: list[str] = field(default_factory=list)
     phase: str | None = None  # for a method of several phases: which one this is, recorded in its checkpoints
+    # Flags that decide which weights train: the optimizer state of a checkpoint fits no other values of them.
+    run_flags: dict = field(default_factory=dict)
 
     @property
     def run(self) -> dict:
         """What the run's checkpoints record of it, so a resume never continues another method's run."""
-        return {"method": self.name, **({"phase": self.phase} if self.phase else {})}
+        return {"method": self.name, **({"phase": self.phase} if self.phase else {}), **self.run_flags}
 
 
 def train_classifier(

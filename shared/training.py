@@ -184,14 +184,20 @@ def _missing(path: str) -> str | None:
 
 def _check_run(path: str, run: dict) -> None:
     written_by = checkpoint_run(path)
-    if written_by and written_by != run:
+    # Only what the checkpoint records is compared: one written before a setting was recorded still resumes.
+    if any(run.get(key) != value for key, value in written_by.items()):
         raise InputError(
             f"--resume_from_checkpoint {path} was written by {_describe(written_by)}, not by {_describe(run)}"
         )
 
 
 def _describe(run: dict) -> str:
-    return run.get("method", "?") + (f" (phase {run['phase']})" if run.get("phase") else "")
+    settings = ", ".join(f"--{key} {value}" for key, value in run.items() if key not in ("method", "phase"))
+    return (
+        run.get("method", "?")
+        + (f" (phase {run['phase']})" if run.get("phase") else "")
+        + (f" with {settings}" if settings else "")
+    )
 
 
 # ---- sequence length ---------------------------------------------------------------------------------------------

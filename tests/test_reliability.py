@@ -159,6 +159,22 @@ def test_a_checkpoint_of_other_labels_or_of_another_model_is_one_clear_error(
     assert not os.path.exists(os.path.join(args.output_dir, "model.safetensors"))
 
 
+def test_a_checkpoint_that_froze_other_layers_is_one_clear_error(tiny_bert, data_args, checkpointed, tmp_path):
+    """Its optimizer state holds other weights: the Trainer failed deep inside torch's optimizer."""
+    run_method("freeze_layers", tiny_bert, data_args, checkpointed)  # num_frozen_layers 1
+    checkpoint = os.path.join(checkpointed.output_dir, "checkpoint-3")
+    args = replace(checkpointed, output_dir=str(tmp_path / "new"), resume_from_checkpoint=checkpoint)
+    with pytest.raises(InputError, match="was written by freeze_layers with --num_frozen_layers 1, not by "
+                                         "freeze_layers with --num_frozen_layers 0"):  # fmt: skip
+        load_trainer("freeze_layers").main(model_args_for(tiny_bert), data_args,
+                                           freeze_layers.FreezeArguments(num_frozen_layers=0), args)  # fmt: skip
+
+    # A checkpoint from before the setting was recorded resumes as before.
+    with open(os.path.join(checkpoint, "run_info.json"), "w") as f:
+        json.dump({"method": "freeze_layers"}, f)
+    assert run_method("freeze_layers", tiny_bert, data_args, args)["method_details"]["num_frozen_layers"] == 1
+
+
 def test_a_masked_lm_checkpoint_of_another_model_is_one_clear_error(tiny_encoders, data_args, checkpointed, tmp_path):
     run_method("mlm_then_classify", tiny_encoders["bert"], data_args, checkpointed)
     phase_1 = os.path.join(checkpointed.output_dir, "mlm", "checkpoint-3")

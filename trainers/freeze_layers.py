@@ -89,13 +89,14 @@ def main(
             f"--num_frozen_layers {num_frozen} is out of range: {model_args.model_name_or_path} has {num_layers} "
             f"layers, so use 0..{num_layers} ({num_layers} trains only the head)"
         )
-    start_run(training_args, {"method": METHOD})  # last: --overwrite_output_dir clears the folder here
     method = Method(
         METHOD,
         summary(num_frozen, num_layers),
         prepare_model=partial(freeze, num_frozen_layers=num_frozen),
         details={"num_frozen_layers": num_frozen, "num_layers": num_layers},
+        run_flags={"num_frozen_layers": num_frozen},
     )
+    start_run(training_args, method.run)  # last: --overwrite_output_dir clears the folder here
     return train_classifier(model_args, data_args, training_args, splits, target, method)
 
 
