@@ -142,10 +142,9 @@ def check_checkpoint_fits(
     """A resumed run goes on from the checkpoint's weights: they must be weights of this run's model and, for a
     classifier, of this run's labels. Otherwise the Trainer fails deep inside torch once the model is loaded (other
     shapes), or, with as many labels of other names, trains on with each label's weights read as another's."""
-    saved_file = os.path.join(checkpoint or "", "config.json")
-    if not checkpoint or not os.path.isfile(saved_file):
+    if not checkpoint or not os.path.isfile(os.path.join(checkpoint, "config.json")):
         return
-    saved = json.load(open(saved_file))
+    saved = json.load(open(os.path.join(checkpoint, "config.json")))
     for name in SHAPE_FIELDS:
         if name in saved and saved[name] != getattr(config, name, None):
             raise InputError(
