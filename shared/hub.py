@@ -13,8 +13,8 @@ import time
 from dataclasses import dataclass, field
 
 import httpx2
-from huggingface_hub import HfApi, constants, get_token, set_client_factory
-from huggingface_hub.errors import HfHubHTTPError
+from huggingface_hub import HfApi, constants, get_token, hf_hub_download, set_client_factory
+from huggingface_hub.errors import HfHubHTTPError, RemoteEntryNotFoundError
 
 # How huggingface_hub builds its own client: ours is built the same way, and the default is put back after use.
 from huggingface_hub.utils._http import default_client_factory, hf_request_event_hook
@@ -311,15 +311,27 @@ def load_sentence_transformer(name_or_path: str, revision: str = "main"):
     return model
 
 
-def check_model_source(name_or_path: str, revision: str = "main") -> None:
-    """Before a trainer clears or trains anything: the model it names exists. A folder is enough here; of a Hub repo
-    its config.json is read (a small download, cached for the load that follows), so that a mistyped repo id or
-    revision fails before --overwrite_output_dir has cleared the last run."""
-    from transformers import AutoConfig  # heavy; the trainers import it anyway
+# What makes a Hub repo a model a trainer can start from: a transformers config.json or, for SetFit, a
+# sentence-transformers model's modules.json (its older layout keeps the encoder's config.json in a subfolder).
+TRANSFORMERS_FILES = ("config.json",)
+SENTENCE_TRANSFORMERS_FILES = ("modules.json", "config.json")
 
+
+def check_model_source(name_or_path: str, revision: str = "main", files: tuple[str, ...] = TRANSFORMERS_FILES) -> None:
+    """Before a trainer clears or trains anything: the model it names exists. A folder is enough here; of a Hub repo
+    the first of `files` that it has is downloaded (small, and cached for the load that follows), so that a mistyped
+    repo id or revision fails before --overwrite_output_dir has cleared the last run."""
     _check_path(name_or_path)
-    if not os.path.isdir(name_or_path):
-        load_pretrained(AutoConfig, name_or_path, revision)
+    if os.path.isdir(name_or_path):
+        return
+    with _loading_errors(name_or_path, "huggingface_hub"):
+        for filename in files:
+            try:
+                hf_hub_download(name_or_path, filename, revision=revision)
+                return
+            except RemoteEntryNotFoundError:
+                continue
+    raise InputError(f"could not load {name_or_path!r}: the repo has no {' or '.join(files)}")
 
 
 def _check_path(name_or_path: str) -> None:

@@ -1,14 +1,17 @@
 """trainers/setfit_fewshot.py on a tiny sentence-transformers body: the saved model and its pickle-free head
 (several processes: tests/test_setfit_ddp.py)."""
 
+import json
 import os
+import shutil
 import sys
 
 import numpy as np
 import pytest
+from huggingface_hub import HfApi
 from setfit import SetFitModel
 
-from conftest import load_trainer, run_script, setfit_predict_in_fresh_process
+from conftest import TOKEN, USER, load_trainer, run_script, setfit_predict_in_fresh_process
 from shared.args import DataArguments, ModelArguments
 from shared.setfit_head import PortableHead
 
@@ -88,3 +91,32 @@ def test_the_precision_asked_for_trains_the_body_and_leaves_nothing_behind(
 
     assert results["hyperparameters"]["mixed_precision"] == ("bf16" if bf16 else "no")
     assert os.environ.get("ACCELERATE_MIXED_PRECISION") == launched
+
+
+def test_trains_from_a_hub_repo_in_the_older_sentence_transformers_layout(
+    hub, tiny_sentence_transformer, few_shot, tmp_path
+):
+    """Its encoder and config.json are in a subfolder that modules.json names: checking the repo for a config.json
+    at its root refused a model that loads."""
+    old = tmp_path / "old-layout"
+    shutil.copytree(tiny_sentence_transformer, old)
+    modules = json.loads((old / "modules.json").read_text())
+    encoder = next(module for module in modules if module["path"] == "")
+    encoder["path"] = "0_Transformer"
+    (old / "modules.json").write_text(json.dumps(modules))
+    os.mkdir(old / "0_Transformer")
+    for name in os.listdir(old):
+        if os.path.isfile(old / name) and name not in (
+            "modules.json",
+            "config_sentence_transformers.json",
+            "README.md",
+        ):
+            shutil.move(old / name, old / "0_Transformer" / name)
+    api = HfApi(endpoint=hub.url, token=TOKEN)
+    api.create_repo(f"{USER}/old-layout")
+    api.upload_folder(repo_id=f"{USER}/old-layout", folder_path=str(old))
+
+    args, training = quick_args(tmp_path)
+    results = setfit_fewshot.main(ModelArguments(f"{USER}/old-layout"), few_shot, args, training)
+    assert results["base_model"] == f"{USER}/old-layout"
+    assert os.path.isfile(os.path.join(training.output_dir, "model_head.safetensors"))

@@ -68,7 +68,7 @@ from shared.data import (
     with_multi_hot_labels,
 )
 from shared.errors import InputError, configure_cli_logging, exit_on_cli_error
-from shared.hub import check_model_source, load_sentence_transformer, preflight
+from shared.hub import SENTENCE_TRANSFORMERS_FILES, check_model_source, load_sentence_transformer, preflight
 from shared.metrics import classification_metrics, multi_label_metrics, over_threshold
 from shared.onnx_export import export_int8
 from shared.publish import publish
@@ -195,7 +195,7 @@ def main(
     names = label_names(splits)
     multi_label = is_multi_label(splits)
     weights = class_weights(splits, data_args.class_weight)
-    check_model_source(model_args.model_name_or_path, model_args.model_revision)
+    check_model_source(model_args.model_name_or_path, model_args.model_revision, SENTENCE_TRANSFORMERS_FILES)
     # Last: --overwrite_output_dir clears the folder here.
     prepare_output_dir(training_args.output_dir, training_args.overwrite_output_dir, resuming=False)
 
