@@ -99,7 +99,6 @@ def train_classifier(
     threshold = data_args.threshold if multi_label else None
     tokenizer = load_pretrained(AutoTokenizer, model_args.model_name_or_path, model_args.model_revision)
     config = load_pretrained(AutoConfig, model_args.model_name_or_path, model_args.model_revision)
-    check_checkpoint_fits(training_args.resume_from_checkpoint, config, model_args.model_name_or_path, names)
     max_length = max_length_for(data_args.max_seq_length, tokenizer, config)
     with training_args.main_process_first(desc="tokenizing"):
         tokenized = tokenize_splits(with_multi_hot_labels(splits) if multi_label else splits, tokenizer, max_length)
@@ -107,6 +106,7 @@ def train_classifier(
     # Seed before building the model, so the new head starts from the same weights on every run.
     set_seed(training_args.seed)
     model = load_classifier(model_args.model_name_or_path, model_args.model_revision, names, multi_label)
+    check_checkpoint_fits(training_args.resume_from_checkpoint, model, model_args.model_name_or_path, names)
     details = method.prepare_model(model) if method.prepare_model else {}
     trainable_params, total_params = count_parameters(model)
 

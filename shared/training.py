@@ -16,6 +16,7 @@ import sys
 
 import torch
 import torch.distributed as dist
+from safetensors import safe_open
 from transformers import (
     EarlyStoppingCallback,
     PretrainedConfig,
@@ -28,6 +29,7 @@ from transformers.trainer_utils import SaveStrategy
 
 from shared.args import strategy_name
 from shared.errors import CliError, InputError, is_main_process
+from shared.metrics import MULTI_LABEL
 from shared.positions import longest_input
 
 logger = logging.getLogger(__name__)
@@ -132,31 +134,60 @@ def resolve_checkpoint(resume_from_checkpoint: str | None, search_dir: str, run:
     return path
 
 
-# What a checkpoint's config.json must share with the model a resumed run builds: the shapes of its weights.
-SHAPE_FIELDS = ("model_type", "vocab_size", "hidden_size", "num_hidden_layers", "intermediate_size")
-
-
 def check_checkpoint_fits(
-    checkpoint: str | None, config: PretrainedConfig, model: str, labels: list[str] | None = None
+    checkpoint: str | None, model: torch.nn.Module, name: str, labels: list[str] | None = None
 ) -> None:
-    """A resumed run goes on from the checkpoint's weights: they must be weights of this run's model and, for a
-    classifier, of this run's labels. Otherwise the Trainer fails deep inside torch once the model is loaded (other
-    shapes), or, with as many labels of other names, trains on with each label's weights read as another's."""
-    if not checkpoint or not os.path.isfile(os.path.join(checkpoint, "config.json")):
+    """A resumed run goes on from the checkpoint's weights: they must be weights of this run's model (`name`) and,
+    for a classifier, of this run's labels. Otherwise the Trainer failed deep inside torch (other shapes), loaded
+    none of them (another architecture's names), or, with as many labels of other names, trained on with each
+    label's weights read as another's. Checked once the model is built, before training."""
+    if not checkpoint:
         return
-    saved = json.load(open(os.path.join(checkpoint, "config.json")))
-    for name in SHAPE_FIELDS:
-        if name in saved and saved[name] != getattr(config, name, None):
-            raise InputError(
-                f"--resume_from_checkpoint {checkpoint} holds another model than {model}: its {name} is "
-                f"{saved[name]}, not {getattr(config, name, None)}; resume with the model it was trained from"
-            )
-    saved_labels = [saved["id2label"][key] for key in sorted(saved.get("id2label", {}), key=int)]
-    if labels is not None and saved_labels != labels:
-        raise InputError(
-            f"--resume_from_checkpoint {checkpoint} was trained for the labels {saved_labels}, but this run's data "
-            f"has {labels}; resume with the data it was trained on, or start a new run"
-        )
+    saved_config = _read_json(os.path.join(checkpoint, "config.json"))
+    if labels is not None and saved_config is not None:
+        _check_labels(checkpoint, saved_config, labels, model.config.problem_type == MULTI_LABEL)
+    saved, own = _saved_shapes(checkpoint), {key: tuple(value.shape) for key, value in model.state_dict().items()}
+    common = saved.keys() & own.keys()
+    other = sorted(key for key in common if saved[key] != own[key])
+    if common and not other:
+        return
+    kind = f" (a {saved_config['model_type']})" if saved_config and "model_type" in saved_config else ""
+    what = f"its {other[0]} is {list(saved[other[0]])}, not {list(own[other[0]])}" if other else "no weight in common"
+    raise InputError(
+        f"--resume_from_checkpoint {checkpoint} holds another model{kind} than {name}: {what}; resume with the model "
+        "it was trained from"
+    )
+
+
+def _check_labels(checkpoint: str, saved_config: dict, labels: list[str], multi_label: bool) -> None:
+    id2label = saved_config.get("id2label", {})
+    saved_labels = [id2label[key] for key in sorted(id2label, key=int)]
+    saved_multi_label = saved_config.get("problem_type") == MULTI_LABEL
+    if (saved_labels, saved_multi_label) == (labels, multi_label):
+        return
+    kind = ("one label per text", "sets of labels")
+    raise InputError(
+        f"--resume_from_checkpoint {checkpoint} was trained for {saved_labels} ({kind[saved_multi_label]}), but this "
+        f"run's data has {labels} ({kind[multi_label]}); resume with the data it was trained on, or start a new run"
+    )
+
+
+def _saved_shapes(checkpoint: str) -> dict[str, tuple[int, ...]]:
+    """Each weight's shape in a checkpoint, from its safetensors headers (no tensor is read)."""
+    index = _read_json(os.path.join(checkpoint, "model.safetensors.index.json"))
+    files = sorted(set(index["weight_map"].values())) if index else ["model.safetensors"]
+    shapes = {}
+    for file in files:
+        with safe_open(os.path.join(checkpoint, file), framework="pt") as f:
+            shapes.update({key: tuple(f.get_slice(key).get_shape()) for key in f.keys()})
+    return shapes
+
+
+def _read_json(path: str) -> dict | None:
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
 
 
 def has_complete_checkpoint(folder: str) -> bool:
@@ -167,8 +198,7 @@ def has_complete_checkpoint(folder: str) -> bool:
 
 def checkpoint_run(path: str) -> dict:
     """What RUN_INFO in a checkpoint says wrote it; empty when it says nothing."""
-    info = os.path.join(path, RUN_INFO)
-    return json.load(open(info)) if os.path.isfile(info) else {}
+    return _read_json(os.path.join(path, RUN_INFO)) or {}
 
 
 def _missing(path: str) -> str | None:

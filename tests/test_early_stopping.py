@@ -98,9 +98,7 @@ def test_mlm_then_classify_stops_its_classifier_only(tiny_bert, data_args, plate
     assert results["method_details"]["perplexity_after"] is not None  # the masked-LM phase ran its length
 
 
-def test_a_resumed_run_goes_on_counting_evaluations_without_improvement(
-    tiny_bert, data_args, plateau, training_args, tmp_path
-):
+def test_a_resumed_run_goes_on_counting_evaluations_without_improvement(tiny_bert, data_args, plateau, training_args):
     """The patience a run used up before it was stopped is not granted again when it resumes."""
     data_args.validation_file = plateau
     training_args.max_steps, training_args.eval_strategy, training_args.eval_steps = 12, "steps", 3
@@ -109,15 +107,17 @@ def test_a_resumed_run_goes_on_counting_evaluations_without_improvement(
     # Evaluations at steps 3 (the best), 6 and 9 (no better): the second without improvement stops the run.
     assert whole["early_stopping"]["stopped_at_step"] == 9 and whole["early_stopping"]["best_step"] == 3
 
-    # Stopped after step 6, one evaluation without improvement counted: the next one stops it, as above.
-    stopped = tmp_path / "stopped"
-    for step in (3, 6):
-        shutil.copytree(os.path.join(training_args.output_dir, f"checkpoint-{step}"), stopped / f"checkpoint-{step}")
-    resumed_args = replace(training_args, output_dir=str(stopped), resume_from_checkpoint="latest")
-    resumed = full_finetune.main(model_args_for(tiny_bert), data_args, resumed_args)
+    # Stopped after step 6, one evaluation without improvement counted: the next one stops it, as above. The best
+    # step's weights are loaded from its checkpoint in this folder, where the resumed run's state says they are.
+    out = training_args.output_dir
+    shutil.rmtree(os.path.join(out, "checkpoint-9"))
+    os.remove(os.path.join(out, "model.safetensors"))
+    resumed = full_finetune.main(model_args_for(tiny_bert), data_args,
+                                 replace(training_args, resume_from_checkpoint="latest"))  # fmt: skip
 
     assert resumed["early_stopping"] == whole["early_stopping"]
-    final, best = load_file(stopped / "model.safetensors"), load_file(stopped / "checkpoint-3" / "model.safetensors")
+    final = load_file(os.path.join(out, "model.safetensors"))
+    best = load_file(os.path.join(out, "checkpoint-3", "model.safetensors"))
     assert all((final[name] == best[name]).all() for name in best)
 
 

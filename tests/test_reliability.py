@@ -20,8 +20,10 @@ from huggingface_hub import HfApi
 from safetensors.torch import load_file
 from sentence_transformers import SentenceTransformer
 from transformers import (
+    AutoConfig,
     AutoModel,
     AutoTokenizer,
+    BertForMaskedLM,
     TrainerCallback,
     TrainerControl,
     TrainerState,
@@ -128,7 +130,7 @@ def test_a_checkpoint_that_cannot_be_resumed_is_one_clear_error(tiny_bert, data_
     for wanted, message in cases.items():
         args = replace(checkpointed, output_dir=str(tmp_path / "new"), resume_from_checkpoint=wanted)
         with pytest.raises(InputError, match=message):
-            run_method("full_finetune", tiny_bert, data_args, args)  # fails before any training
+            run_method("full_finetune", tiny_bert, data_args, args)  # a folder: nothing loads before this fails
 
     another_method = replace(checkpointed, output_dir=str(tmp_path / "x"), resume_from_checkpoint=checkpoint)
     with pytest.raises(InputError, match="was written by full_finetune, not by freeze_layers"):
@@ -151,11 +153,24 @@ def test_a_checkpoint_of_other_labels_or_of_another_model_is_one_clear_error(
     other_labels = replace(data_args, train_file=str(renamed["train"]), validation_file=str(renamed["validation"]),
                            test_file=str(renamed["test"]))  # fmt: skip
 
-    with pytest.raises(InputError, match=re.escape("was trained for the labels ['negative', 'positive'], but this "
-                                                   "run's data has ['bad', 'good']")):  # fmt: skip
+    with pytest.raises(InputError, match=re.escape("was trained for ['negative', 'positive'] (one label per text), "
+                                                   "but this run's data has ['bad', 'good']")):  # fmt: skip
         run_method("full_finetune", tiny_encoders["bert"], other_labels, args)
-    with pytest.raises(InputError, match="holds another model than .*roberta: its model_type is bert, not roberta"):
+    # The same names as sets of labels: a sigmoid per label would go on from a softmax's weights.
+    with pytest.raises(InputError, match=re.escape("(one label per text), but this run's data has ['negative', "
+                                                   "'positive'] (sets of labels)")):  # fmt: skip
+        run_method("full_finetune", tiny_encoders["bert"], replace(data_args, label_delimiter=";"), args)
+    with pytest.raises(InputError, match=r"holds another model \(a bert\) than .*roberta: no weight in common"):
         run_method("full_finetune", tiny_encoders["roberta"], data_args, args)
+    # The same architecture with a longer position table: the names match, one shape does not.
+    longer = tmp_path / "longer-bert"
+    config = AutoConfig.from_pretrained(tiny_encoders["bert"])
+    config.max_position_embeddings = 128
+    BertForMaskedLM(config).save_pretrained(longer)
+    AutoTokenizer.from_pretrained(tiny_encoders["bert"]).save_pretrained(longer)
+    with pytest.raises(InputError, match=re.escape("its bert.embeddings.position_embeddings.weight is [64, 32], not "
+                                                   "[128, 32]")):  # fmt: skip
+        run_method("full_finetune", str(longer), data_args, args)
     assert not os.path.exists(os.path.join(args.output_dir, "model.safetensors"))
 
 
@@ -179,7 +194,7 @@ def test_a_masked_lm_checkpoint_of_another_model_is_one_clear_error(tiny_encoder
     run_method("mlm_then_classify", tiny_encoders["bert"], data_args, checkpointed)
     phase_1 = os.path.join(checkpointed.output_dir, "mlm", "checkpoint-3")
     args = replace(checkpointed, output_dir=str(tmp_path / "new"), resume_from_checkpoint=phase_1)
-    with pytest.raises(InputError, match="holds another model than .*distilbert: its model_type is bert, not distil"):
+    with pytest.raises(InputError, match=r"holds another model \(a bert\) than .*distilbert: no weight in common"):
         run_method("mlm_then_classify", tiny_encoders["distilbert"], data_args, args)
 
 
@@ -453,7 +468,9 @@ def test_overwrite_clears_nothing_when_the_hub_has_no_such_model(script, mistake
     assert (previous / "model.safetensors").read_text() == "the previous run's model"
 
 
-def test_an_output_dir_that_is_a_file_is_one_error_before_training(tiny_bert, data_args, training_args, tmp_path):
+def test_an_output_dir_that_is_a_file_is_one_error_before_anything_loads(
+    tiny_bert, data_args, training_args, tmp_path
+):
     (tmp_path / "notes.txt").write_text("mine")
     args = replace(training_args, output_dir=str(tmp_path / "notes.txt"))
     with pytest.raises(InputError, match="notes.txt is a file; name a folder"):

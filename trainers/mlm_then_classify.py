@@ -191,7 +191,6 @@ def adapt_encoder(
     and after, under the same masks."""
     tokenizer = load_pretrained(AutoTokenizer, model_args.model_name_or_path, model_args.model_revision)
     config = load_pretrained(AutoConfig, model_args.model_name_or_path, model_args.model_revision)
-    check_checkpoint_fits(checkpoint, config, model_args.model_name_or_path)
     limit = max_length_for(data_args.max_seq_length, tokenizer, config)
 
     def tokenize(batch):
@@ -233,6 +232,7 @@ def adapt_encoder(
 
     set_seed(training_args.seed)
     model = load_pretrained(AutoModelForMaskedLM, model_args.model_name_or_path, model_args.model_revision)
+    check_checkpoint_fits(checkpoint, model, model_args.model_name_or_path)
     encoder_dir = os.path.join(training_args.output_dir, ENCODER_DIR)
     mlm_training_args = replace(
         training_args,
