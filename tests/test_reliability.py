@@ -267,6 +267,7 @@ def test_a_stop_mid_epoch_does_not_wait_for_the_epochs_evaluation(evaluations, t
 STOPPED_AT_AN_EPOCHS_END = """
 import os, signal, sys
 sys.path.insert(0, {root!r})
+import torch.distributed
 from transformers import AutoTokenizer, TrainerCallback
 from shared.args import DataArguments, RecipeTrainingArguments
 from shared.classification import classifier_trainer, load_classifier, tokenize_splits
@@ -298,6 +299,8 @@ try:
     run_training(trainer, {{"method": "full_finetune"}})
 except TrainingStopped as stopped:
     print(f"process {{args.process_index}}: {{stopped}}; evaluations: {{callback.evaluations}}", flush=True)
+    # Both report before either exits: the launcher kills the other process once one exits non-zero.
+    torch.distributed.barrier()
     sys.exit(2)
 """
 
