@@ -376,7 +376,7 @@ def _stripped_label_names(splits: DatasetDict) -> DatasetDict:
 
 
 def _strip_labels(batch: dict) -> dict:
-    return {"label": [label.strip() or None if isinstance(label, str) else label for label in batch["label"]]}
+    return {"label": [(label.strip() or None) if isinstance(label, str) else label for label in batch["label"]]}
 
 
 def _text_problems(split: str, texts) -> list[str]:

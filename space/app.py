@@ -98,8 +98,11 @@ def read_model_specs(model_ids: str | None = None, models_file: str = MODELS_FIL
     if model_ids:
         specs = []
         for entry in filter(None, (e.strip() for e in model_ids.split(","))):
-            source, _, revision = ("", "", "") if os.path.isdir(entry) else entry.partition("@")
-            specs.append(ModelSpec(source or entry, revision or None))
+            if os.path.isdir(entry):  # a folder, even one whose name holds an '@'
+                specs.append(ModelSpec(entry))
+                continue
+            source, _, revision = entry.partition("@")
+            specs.append(ModelSpec(source, revision or None))
         return specs
     return _read_models_file(models_file, "models")
 

@@ -188,31 +188,35 @@ def test_report_to_tensorboard_writes_event_files(script, tiny_bert, data_args, 
     assert not (tmp_path / "runs").exists(), "event files written outside the output folder"
 
 
+OUT_OF_RANGE = {
+    "data": (
+        ["--max_seq_length", "1", "--samples_per_label", "0", "--validation_split_percentage", "100",
+         "--text_column_name", "review", "--label_column_name", "review"],
+        ["--max_seq_length 1: at least 3 (two special tokens and a word)",
+         "--samples_per_label 0: at least 1 (leave it out to train on all)",
+         "--validation_split_percentage 100: from 1 to 99",
+         "--text_column_name and --label_column_name are both 'review'"],
+    ),
+    "training": (
+        ["--per_device_train_batch_size", "0", "--per_device_eval_batch_size", "0", "--learning_rate=-1e-3",
+         "--num_train_epochs", "0", "--seed=-1"],
+        ["--per_device_train_batch_size 0: at least 1",
+         "--per_device_eval_batch_size 0: at least 1",
+         "--learning_rate -0.001: must be positive",
+         "--num_train_epochs 0.0: must be positive (or set --max_steps)",
+         "--seed -1: from 0 to 2**32 - 1"],
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("flags", OUT_OF_RANGE)
 @pytest.mark.parametrize("script", SCRIPTS)
-def test_numbers_out_of_range_are_named_when_the_flags_are_read(script):
+def test_numbers_out_of_range_are_named_when_the_flags_are_read(script, flags):
     """torch, setfit or the tokenizer met them later with a traceback of their own, or the run trained nothing."""
-    trainer = load_trainer(script)
-    data = ["--max_seq_length", "1", "--samples_per_label", "0", "--validation_split_percentage", "100",
-            "--text_column_name", "review", "--label_column_name", "review"]  # fmt: skip
+    argv, problems = OUT_OF_RANGE[flags]
     with pytest.raises(InputError) as err:
-        parse_cli(trainer.ARGUMENTS, "", argv=data)
-    assert err.value.problems == [
-        "--max_seq_length 1: at least 3 (two special tokens and a word)",
-        "--samples_per_label 0: at least 1 (leave it out to train on all)",
-        "--validation_split_percentage 100: from 1 to 99",
-        "--text_column_name and --label_column_name are both 'review'",
-    ]
-    training = ["--per_device_train_batch_size", "0", "--per_device_eval_batch_size", "0", "--learning_rate=-1e-3",
-                "--num_train_epochs", "0", "--seed=-1"]  # fmt: skip
-    with pytest.raises(InputError) as err:
-        parse_cli(trainer.ARGUMENTS, "", argv=training)
-    assert err.value.problems == [
-        "--per_device_train_batch_size 0: at least 1",
-        "--per_device_eval_batch_size 0: at least 1",
-        "--learning_rate -0.001: must be positive",
-        "--num_train_epochs 0.0: must be positive (or set --max_steps)",
-        "--seed -1: from 0 to 2**32 - 1",
-    ]
+        parse_cli(load_trainer(script).ARGUMENTS, "", argv=argv)
+    assert err.value.problems == problems
 
 
 def test_a_masking_share_outside_0_to_1_is_one_line_under_accelerate_launch(tmp_path):
