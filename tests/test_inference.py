@@ -10,6 +10,7 @@ from huggingface_hub import HfApi, constants
 from conftest import TOKEN, USER
 from shared.errors import InputError
 from shared.inference import ModelSpec, load_fill_mask, load_predictor
+from tiny import damaged_copy
 
 TEXTS = ["great fun film", "dull boring plot", "a superb charming cast"]
 
@@ -64,29 +65,6 @@ def test_a_fill_mask_encoder_loads_by_repo_id_from_safe_files_into_the_hub_cache
     fetched = {path.rsplit("/", 1)[1] for path in downloads}
     assert "model.safetensors" in fetched and "pytorch_model.bin" not in fetched
     assert encoder.folder.startswith(constants.HF_HUB_CACHE)  # the one cache that the classifiers use too
-
-
-def damaged_copy(source: str, folder, damage: str) -> str:
-    """A copy of a trained model folder with one thing wrong, as a failed download or a hand edit leaves it."""
-    shutil.copytree(source, folder)
-    if damage == "truncated weights":
-        with open(os.path.join(source, "model.safetensors"), "rb") as f:
-            (folder / "model.safetensors").write_bytes(f.read(2000))
-    elif damage == "labels that the head does not have":
-        config = json.loads((folder / "config.json").read_text())
-        config["id2label"] = {"0": "a", "1": "b", "2": "c"}
-        config["label2id"] = {"a": 0, "b": 1, "c": 2}
-        (folder / "config.json").write_text(json.dumps(config))
-    elif damage == "no tokenizer files":
-        for name in os.listdir(folder):
-            if name.startswith(("tokenizer", "vocab", "special_tokens")):
-                os.remove(folder / name)
-    elif damage == "truncated SetFit head":
-        (folder / "model_head.safetensors").write_bytes((folder / "model_head.safetensors").read_bytes()[:100])
-    elif damage == "no SetFit head":
-        for name in ("model_head.safetensors", "model_head.pkl"):
-            os.remove(folder / name)
-    return str(folder)
 
 
 @pytest.mark.parametrize(

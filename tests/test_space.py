@@ -4,6 +4,7 @@ import contextlib
 import csv
 import itertools
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -19,6 +20,7 @@ from huggingface_hub import HfApi
 from conftest import ROOT, TOKEN, USER, free_port, load_module
 from shared.inference import ModelSpec
 from space_harness import wait_for_client
+from tiny import damaged_copy
 
 app = load_module("space/app.py")
 
@@ -382,8 +384,6 @@ def test_spaces_is_imported_before_torch(tmp_path):
 
 
 def test_models_that_cannot_load_do_not_keep_the_app_from_starting(trained, tmp_path):
-    from test_inference import damaged_copy
-
     truncated = damaged_copy(trained["full"], tmp_path / "truncated", "truncated weights")
     relabeled = damaged_copy(trained["full"], tmp_path / "relabeled", "labels that the head does not have")
     head = damaged_copy(trained["setfit"], tmp_path / "head", "truncated SetFit head")
@@ -397,8 +397,6 @@ def test_models_that_cannot_load_do_not_keep_the_app_from_starting(trained, tmp_
 
 
 def test_two_folders_of_one_name_are_told_apart_and_a_repeated_model_is_served_once(trained, tmp_path):
-    import shutil
-
     shutil.copytree(trained["full"], tmp_path / "a" / "model")
     shutil.copytree(trained["setfit"], tmp_path / "b" / "model")
     texts = ["great fun film", "boring and dull plot", "it was awful"]
@@ -413,8 +411,6 @@ def test_two_folders_of_one_name_are_told_apart_and_a_repeated_model_is_served_o
 
 
 def test_a_local_folder_whose_path_holds_an_at_sign_is_that_folder(trained, tmp_path):
-    import shutil
-
     folder = shutil.copytree(trained["full"], tmp_path / "run@lr2e-5")
     [spec] = app.read_model_specs(str(folder))
     assert (spec.source, spec.revision) == (str(folder), None)

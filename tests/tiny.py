@@ -6,7 +6,9 @@ or not, padding ids, relative attention) that they would meet with the real chec
 
 import csv
 import json
+import os
 import random
+import shutil
 
 import pandas as pd
 import torch
@@ -187,3 +189,26 @@ def load_rows(folder, train, validation=None, test=None, suffix=".csv", **kwargs
         **kwargs,
     )
     return load_labeled_data(args, seed=0)
+
+
+def damaged_copy(source: str, folder, damage: str) -> str:
+    """A copy of a trained model folder with one thing wrong, as a failed download or a hand edit leaves it."""
+    shutil.copytree(source, folder)
+    if damage == "truncated weights":
+        with open(os.path.join(source, "model.safetensors"), "rb") as f:
+            (folder / "model.safetensors").write_bytes(f.read(2000))
+    elif damage == "labels that the head does not have":
+        config = json.loads((folder / "config.json").read_text())
+        config["id2label"] = {"0": "a", "1": "b", "2": "c"}
+        config["label2id"] = {"a": 0, "b": 1, "c": 2}
+        (folder / "config.json").write_text(json.dumps(config))
+    elif damage == "no tokenizer files":
+        for name in os.listdir(folder):
+            if name.startswith(("tokenizer", "vocab", "special_tokens")):
+                os.remove(folder / name)
+    elif damage == "truncated SetFit head":
+        (folder / "model_head.safetensors").write_bytes((folder / "model_head.safetensors").read_bytes()[:100])
+    elif damage == "no SetFit head":
+        for name in ("model_head.safetensors", "model_head.pkl"):
+            os.remove(folder / name)
+    return str(folder)
