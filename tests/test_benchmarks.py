@@ -89,14 +89,16 @@ def test_distinct_texts_loss_gives_setfits_loss_and_gradients_with_fewer_rows(ti
 # gradient of a large embedding (16,384 pages each when the block comes fresh from the system). In a fresh process:
 # blocks that earlier tests freed into the heap would serve the tensor without a fault.
 PAGE_FAULTS = """
-import resource, torch
+import resource, statistics, torch
 from shared.training import freed_memory_reused
 
-def page_faults_per_block(blocks=4):
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+def page_faults_per_block(blocks=5):
+    faults = []
     for _ in range(blocks):
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         torch.ones(16 * 2**20).sum()
-    return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / blocks
+        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    return statistics.median(faults)
 
 default = page_faults_per_block()
 with freed_memory_reused():
@@ -108,6 +110,8 @@ result({"default": default, "training": training, "after": page_faults_per_block
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator thresholds")
 def test_training_reuses_large_freed_blocks_and_gives_the_default_back_after():
+    """The median block of five: now and then one block still faults in afresh while training (one block in four, in
+    one clean-clone run of six), which an average over the blocks let fail the test."""
     fresh = 16 * 2**20 * 4 // resource.getpagesize()
     faults = run_in_fresh_process(PAGE_FAULTS)
     assert faults["default"] > fresh / 2  # glibc's default: each block comes from the system afresh
