@@ -28,6 +28,7 @@ from transformers import (
 from transformers.trainer_utils import SaveStrategy
 
 from shared.args import strategy_name
+from shared.disk import out_of_space, room_left, shortfall
 from shared.errors import CliError, InputError, is_main_process
 from shared.metrics import MULTI_LABEL
 from shared.positions import longest_input
@@ -110,15 +111,7 @@ def resolve_checkpoint(resume_from_checkpoint: str | None, search_dir: str, run:
     if not resume_from_checkpoint:
         return None
     if resume_from_checkpoint == "latest":
-        candidates = sorted(
-            (e for e in os.listdir(search_dir) if e.startswith("checkpoint-") and e[11:].isdigit())
-            if os.path.isdir(search_dir)
-            else [],
-            key=lambda e: int(e[11:]),
-            reverse=True,
-        )
-        for name in candidates:
-            path = os.path.join(search_dir, name)
+        for path in checkpoints_in(search_dir):
             if not _missing(path):
                 _check_run(path, run)
                 return path
@@ -190,10 +183,16 @@ def _read_json(path: str) -> dict | None:
         return json.load(f)
 
 
-def has_complete_checkpoint(folder: str) -> bool:
-    return os.path.isdir(folder) and any(
-        e.startswith("checkpoint-") and not _missing(os.path.join(folder, e)) for e in os.listdir(folder)
-    )
+def checkpoints_in(folder: str) -> list[str]:
+    """The paths of the Trainer's checkpoint-<step> folders in `folder`, the newest first, complete or not."""
+    if not os.path.isdir(folder):
+        return []
+    names = [e for e in os.listdir(folder) if e.startswith("checkpoint-") and e[11:].isdigit()]
+    return [os.path.join(folder, e) for e in sorted(names, key=lambda e: int(e[11:]), reverse=True)]
+
+
+def latest_complete_checkpoint(folder: str) -> str | None:
+    return next((path for path in checkpoints_in(folder) if not _missing(path)), None)
 
 
 def checkpoint_run(path: str) -> dict:
@@ -322,7 +321,7 @@ class TrainingGuard(TrainerCallback):
         """After training: a run that a signal stopped ends here, telling how to go on."""
         if not self.signal_name:
             return
-        saved = _latest_checkpoint(output_dir)
+        saved = latest_complete_checkpoint(output_dir)
         how = (
             f"a checkpoint is in {saved}; {resume_hint}"
             if saved
@@ -333,15 +332,46 @@ class TrainingGuard(TrainerCallback):
     def _told_to_stop(self) -> bool:
         """Whether any process received a stop signal: all processes must stop at the same step, or the others
         would wait for ever in their next gradient exchange."""
-        stop = self.signal_name is not None
-        if dist.is_available() and dist.is_initialized():
-            on_gpu = dist.get_backend() == "nccl"  # NCCL exchanges only GPU tensors
-            device = torch.device("cuda", torch.cuda.current_device()) if on_gpu else torch.device("cpu")
-            flag = torch.tensor([int(stop)], dtype=torch.int32, device=device)
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-            stop = bool(flag.item())
-            self.signal_name = self.signal_name or ("SIGTERM" if stop else None)
+        stop = _on_any_process(self.signal_name is not None)
+        self.signal_name = self.signal_name or ("SIGTERM" if stop else None)
         return stop
+
+
+class RoomCheck(TrainerCallback):
+    """Refuses, before the first step, a run whose checkpoints and final model its disk has no room for
+    (shared.disk). Added first among a Trainer's callbacks (`check_room_first`), so that the error comes before
+    the progress bar starts."""
+
+    def __init__(self, export_onnx: bool):
+        self.export_onnx = export_onnx  # the final model gets an int8 ONNX file too
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        # setfit passes its own arguments as `args`, and those of the inner Trainer, which checkpoints by them, as
+        # `st_args`. The processes that write (args.should_save) check their disk; all of them stop together.
+        args, model = kwargs.get("st_args") or args, kwargs.get("st_model") or kwargs["model"]
+        existing = len(checkpoints_in(args.output_dir))
+        tokenizer = kwargs.get("processing_class")
+        short = shortfall(args, state, model, tokenizer, self.export_onnx, existing) if args.should_save else None
+        if _on_any_process(short is not None):
+            err = InputError(short or "another process's disk has too little free space for this run; see its error")
+            err.same_on_every_process = short is None  # each process that is short says so, on any node
+            raise err
+
+
+def check_room_first(trainer: Trainer, export_onnx: bool = False) -> None:
+    """Add a RoomCheck in front of `trainer`'s callbacks: CallbackHandler.add_callback appends."""
+    trainer.callback_handler.callbacks.insert(0, RoomCheck(export_onnx))
+
+
+def _on_any_process(flag: bool) -> bool:
+    """Whether `flag` is true on any process of the launch (on the only one, when not launched as several)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return flag
+    on_gpu = dist.get_backend() == "nccl"  # NCCL exchanges only GPU tensors
+    device = torch.device("cuda", torch.cuda.current_device()) if on_gpu else torch.device("cpu")
+    tensor = torch.tensor([int(flag)], dtype=torch.int32, device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return bool(tensor.item())
 
 
 def _stop_here(args, control) -> None:
@@ -354,12 +384,13 @@ def _stop_here(args, control) -> None:
 RESUME_HINT = "run the same command with --resume_from_checkpoint latest to go on"
 
 
-def run_training(trainer: Trainer, run: dict, resume_from_checkpoint: str | None = None):
+def run_training(trainer: Trainer, run: dict, resume_from_checkpoint: str | None = None, export_onnx: bool = False):
     """trainer.train() under the guards, then a check that every weight is finite. Raises TrainingStopped when
-    training did not finish."""
+    training did not finish. `export_onnx`: the final model will get an int8 ONNX file, which needs room too."""
     guard = TrainingGuard(run)
     guard.read_grad_norms_of(trainer.accelerator)
     trainer.add_callback(guard)
+    check_room_first(trainer, export_onnx)
     with stop_on_signals(guard), freed_memory_reused():
         output = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     guard.raise_if_stopped(trainer.args.output_dir, RESUME_HINT)
@@ -377,6 +408,31 @@ def save_final_model(trainer: Trainer, folder: str) -> None:
         os.remove(pickled_args)
 
 
+class DiskFull(CliError, RuntimeError):
+    """The disk filled up while the run was writing: nothing was published."""
+
+
+@contextlib.contextmanager
+def full_disk_is_one_error(output_dir: str, resume_hint: str = RESUME_HINT):
+    """While a run writes its checkpoints, final model and card: a full disk is one error that says so, whichever
+    library met it (the check when training began leaves room, unless something else fills the disk meanwhile)."""
+    try:
+        yield
+    except Exception as err:
+        if isinstance(err, CliError) or not out_of_space(err, output_dir):
+            raise
+        saved = latest_complete_checkpoint(output_dir)
+        resume = f"; {saved} is complete: {resume_hint} once there is room" if saved else ""
+        raise DiskFull(
+            f"the disk holding {output_dir} is full ({room_left(output_dir)}): {_first_line(err)}; "
+            f"nothing was published. Free some space or choose another --output_dir{resume}"
+        ) from err
+
+
+def _first_line(err: BaseException) -> str:
+    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+
+
 def check_finite(model: torch.nn.Module) -> None:
     """The last guard before a model is saved as final: every weight finite."""
     bad = [name for name, p in model.named_parameters() if not torch.isfinite(p).all()]
@@ -390,11 +446,6 @@ def check_finite(model: torch.nn.Module) -> None:
 def check_finite_probabilities(probabilities) -> None:
     if not torch.isfinite(torch.as_tensor(probabilities)).all():
         raise TrainingStopped("the trained head gives non-finite probabilities; nothing was saved or published")
-
-
-def _latest_checkpoint(output_dir: str) -> str | None:
-    found = [e for e in os.listdir(output_dir) if e.startswith("checkpoint-") and e[11:].isdigit()]
-    return os.path.join(output_dir, max(found, key=lambda e: int(e[11:]))) if found else None
 
 
 @contextlib.contextmanager

@@ -44,8 +44,9 @@ from shared.results import model_reference
 from shared.training import (
     check_checkpoint_fits,
     checkpoint_run,
-    has_complete_checkpoint,
+    full_disk_is_one_error,
     keep_logs_in,
+    latest_complete_checkpoint,
     max_length_for,
     prepare_output_dir,
     resolve_checkpoint,
@@ -261,10 +262,11 @@ def adapt_encoder(
         return math.exp(loss)
 
     before = perplexity()
-    output = run_training(trainer, {"method": METHOD, "phase": "mlm"}, checkpoint)
-    after = perplexity()
-    logger.info("masked-LM perplexity on held-out text: %.2f before, %.2f after", before, after)
-    save_final_model(trainer, encoder_dir)
+    with full_disk_is_one_error(encoder_dir):
+        output = run_training(trainer, {"method": METHOD, "phase": "mlm"}, checkpoint)
+        after = perplexity()
+        logger.info("masked-LM perplexity on held-out text: %.2f before, %.2f after", before, after)
+        save_final_model(trainer, encoder_dir)
     return Adaptation(
         encoder=encoder_dir,
         num_texts=len(texts),
@@ -341,7 +343,7 @@ def checkpoint_to_resume(phase: str, training_args: RecipeTrainingArguments) -> 
     for candidate in phases:
         folder = os.path.join(training_args.output_dir, PHASE_FOLDERS[candidate])
         run = {"method": METHOD, "phase": candidate}
-        if wanted == "latest" and candidate != phases[-1] and not has_complete_checkpoint(folder):
+        if wanted == "latest" and candidate != phases[-1] and latest_complete_checkpoint(folder) is None:
             continue
         training_args.resume_from_checkpoint = resolve_checkpoint(wanted, folder, run)
         return candidate

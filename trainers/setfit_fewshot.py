@@ -79,9 +79,11 @@ from shared.training import (
     TrainingGuard,
     check_finite,
     check_finite_probabilities,
+    check_room_first,
     early_stopping,
     early_stopping_summary,
     freed_memory_reused,
+    full_disk_is_one_error,
     keep_logs_in,
     max_length_for,
     prepare_output_dir,
@@ -96,6 +98,7 @@ SUMMARY = (
 # What the body's evaluations measure: the contrastive loss on pairs drawn from the validation split (the head is
 # trained after the body, so no classification metric exists while the body trains).
 BODY_METRIC = "embedding_loss"
+NO_RESUME = "setfit cannot resume: run the same command again"
 logger = logging.getLogger(METHOD)
 
 
@@ -223,18 +226,19 @@ def main(
         )
     check_launch(trainer)
     guard.read_grad_norms_of(trainer.st_trainer.accelerator)
+    check_room_first(trainer.st_trainer, training_args.export_onnx)
     # setfit's Trainer.train() in its two steps: the body on every process (data-parallel when launched on
     # several), then the head on the main process only.
     train = trainer.dataset_to_parameters(data["train"])
     validation = trainer.dataset_to_parameters(data["validation"])
     is_main = trainer.st_trainer.is_world_process_zero()
     start = time.perf_counter()
-    with stop_on_signals(guard), freed_memory_reused():
+    with stop_on_signals(guard), freed_memory_reused(), full_disk_is_one_error(training_args.output_dir, NO_RESUME):
         trainer.train_embeddings(*train, *validation)
         if is_main:
             trainer.train_classifier(*train)
     runtime = time.perf_counter() - start
-    guard.raise_if_stopped(training_args.output_dir, "setfit cannot resume: run the same command again")
+    guard.raise_if_stopped(training_args.output_dir, NO_RESUME)
     check_finite(body)
     if not is_main:
         logger.info("process %d: body trained; the main process trains the head, saves and publishes", rank(trainer))
@@ -294,14 +298,14 @@ def main(
     )
 
     vars(model.model_head).pop("get_loss_fn", None)  # a weighted loss was for training: save setfit's own head
-    model.save_pretrained(training_args.output_dir)
-    save_portable_head(model.model_head, training_args.output_dir)
-    if training_args.export_onnx:
-        export_int8(training_args.output_dir)
-    card = card_details(
-        model_args, data_args, widget_texts=widget_texts(splits[eval_split]), library_sections=setfit_sections(model)
-    )
-    publish(training_args.output_dir, results, target, method_summary=SUMMARY, details=card, library_name="setfit")
+    with full_disk_is_one_error(training_args.output_dir, NO_RESUME):
+        model.save_pretrained(training_args.output_dir)
+        save_portable_head(model.model_head, training_args.output_dir)
+        if training_args.export_onnx:
+            export_int8(training_args.output_dir)
+        examples = widget_texts(splits[eval_split])
+        card = card_details(model_args, data_args, widget_texts=examples, library_sections=setfit_sections(model))
+        publish(training_args.output_dir, results, target, method_summary=SUMMARY, details=card, library_name="setfit")
     return results
 
 
