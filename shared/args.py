@@ -319,15 +319,13 @@ def strategy_name(value) -> str:
     return str(getattr(value, "value", value))
 
 
-def common_training_arguments(
-    class_name: str, without: list[str] = (), metrics: tuple[str, ...] = CLASSIFIER_METRICS, **defaults
-) -> type:
-    """A dataclass of the common training flags but those `without`, with RecipeTrainingArguments' types, help
-    and defaults (`defaults` replace some), for a method that does not train through transformers' Trainer.
-    `metrics`: what its --metric_for_best_model may name."""
+def common_training_arguments(class_name: str, metrics: tuple[str, ...] = CLASSIFIER_METRICS, **defaults) -> type:
+    """A dataclass of the common training flags, with RecipeTrainingArguments' types, help and defaults (`defaults`
+    replace some), for a method that does not train through transformers' Trainer. `metrics`: what its
+    --metric_for_best_model may name."""
     specs = []
     for f in fields(RecipeTrainingArguments):
-        if f.name in COMMON_TRAINING_FLAGS and f.name not in without:
+        if f.name in COMMON_TRAINING_FLAGS:
             if f.name in defaults:
                 spec = field(default=defaults[f.name], metadata=f.metadata)
             elif f.default is not MISSING:
@@ -418,21 +416,15 @@ class _Parser(HfArgumentParser):
         raise InputError(f"{message} (see --help)")
 
 
-def parse_cli(
-    dataclass_types: list[type],
-    description: str,
-    argv: list[str] | None = None,
-    refused: dict[str, str] | None = None,
-    **defaults,
-) -> tuple:
+def parse_cli(dataclass_types: list[type], description: str, argv: list[str] | None = None, **defaults) -> tuple:
     """Parse the command line into the given dataclasses: flags, or one .yaml/.json config file first and flags
     after it that override the file. Every mistake is reported at once: unknown flags (with the closest real
-    one), flags that are `refused` here (flag -> why) or anywhere (REFUSED_FLAGS), bad values.
+    one), flags that every script refuses (REFUSED_FLAGS), bad values.
 
     `defaults` are for what differs per script and never for training (the output folder's name): training
     defaults live in the dataclasses, so that main() called from Python trains as the command line does.
     """
-    refused = {**REFUSED_FLAGS, **(refused or {})}
+    refused = REFUSED_FLAGS
     parser = _Parser(dataclass_types, description=description, formatter_class=_HelpFormatter, allow_abbrev=False)
     parser.set_defaults(**defaults)
     for action in parser._actions:

@@ -8,6 +8,7 @@ import os
 import shutil
 import sys
 from dataclasses import replace
+from functools import partial
 
 import pytest
 from safetensors.torch import load_file
@@ -86,6 +87,29 @@ def test_setfit_stops_on_its_bodys_validation_loss_and_keeps_the_best_body(
     assert any((final[name] != last[name]).any() for name in last)
     assert json.loads((out / "results.json").read_text())["early_stopping"] == stopping
     assert f"stopped early, at step {stopping['stopped_at_step']} of 32" in (out / "README.md").read_text()
+
+
+def test_a_resumed_setfit_run_goes_on_counting_evaluations_without_improvement(
+    tiny_sentence_transformer, data_args, tmp_path
+):
+    """setfit does not pass restore_callback_states_from_checkpoint on to its inner Trainer: a resumed SetFit run
+    was granted its patience afresh."""
+    data_args.samples_per_label = 8
+    training = setfit_fewshot.SetFitTrainingArguments(
+        output_dir=str(tmp_path / "setfit"), num_train_epochs=3, learning_rate=5e-3, per_device_train_batch_size=8,
+        eval_strategy="steps", eval_steps=4, early_stopping_patience=2,
+    )  # fmt: skip
+    run = partial(setfit_fewshot.main, model_args_for(tiny_sentence_transformer), data_args,
+                  setfit_fewshot.SetFitArguments(num_iterations=4))  # fmt: skip
+    whole = run(training)["early_stopping"]
+    assert whole["stopped_early"] and whole["stopped_at_step"] == whole["best_step"] + 8, whole
+
+    # Stopped after the first evaluation without improvement: the next one stops the resumed run, as above.
+    out = tmp_path / "setfit"
+    shutil.rmtree(out / f"checkpoint-{whole['stopped_at_step']}")
+    os.remove(out / "model.safetensors")
+    resumed = run(replace(training, resume_from_checkpoint="latest"))["early_stopping"]
+    assert resumed == whole
 
 
 def test_mlm_then_classify_stops_its_classifier_only(tiny_bert, data_args, plateau, training_args):

@@ -116,6 +116,29 @@ def test_mlm_then_classify_resumes_either_phase_bit_identical(tiny_bert, data_ar
     assert from_phase_2["method_details"]["perplexity_after"] == whole["method_details"]["perplexity_after"]
 
 
+def test_setfit_resumes_its_body_bit_identical(tiny_sentence_transformer, data_args, training_args, tmp_path):
+    """setfit's own Trainer cannot resume, and --resume_from_checkpoint was refused: a stopped SetFit run started
+    over. Resumed through its inner Trainer from the first checkpoint, the body ends as an uninterrupted run's."""
+    model, setfit_args = model_args_for(tiny_sentence_transformer), setfit_fewshot.SetFitArguments(num_iterations=4)
+    training = setfit_fewshot.SetFitTrainingArguments(output_dir=str(tmp_path / "whole"), max_steps=6,
+                                                      save_strategy="steps", save_steps=3)  # fmt: skip
+    whole = setfit_fewshot.main(model, data_args, setfit_args, training)
+
+    stopped = tmp_path / "stopped"
+    shutil.copytree(tmp_path / "whole" / "checkpoint-3", stopped / "checkpoint-3")
+    resumed_args = replace(training, output_dir=str(stopped), resume_from_checkpoint="latest")
+    resumed = setfit_fewshot.main(model, data_args, setfit_args, resumed_args)
+
+    state = json.load(open(stopped / "checkpoint-6" / "trainer_state.json"))
+    # The batch size the body trained with, not the inner Trainer's default, which made every resume warn.
+    assert state["global_step"] == 6 and state["train_batch_size"] == training.per_device_train_batch_size
+    assert weights_hash(stopped) == weights_hash(tmp_path / "whole")
+    assert resumed["metrics"] == whole["metrics"]
+    another_method = replace(training_args, resume_from_checkpoint=str(stopped / "checkpoint-3"))
+    with pytest.raises(InputError, match="was written by setfit_fewshot, not by full_finetune"):
+        run_method("full_finetune", tiny_sentence_transformer, data_args, another_method)
+
+
 def test_a_checkpoint_that_cannot_be_resumed_is_one_clear_error(tiny_bert, data_args, checkpointed, tmp_path):
     run_method("full_finetune", tiny_bert, data_args, checkpointed)
     checkpoint = os.path.join(checkpointed.output_dir, "checkpoint-3")

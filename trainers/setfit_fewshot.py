@@ -12,8 +12,8 @@ and --per_device_train_batch_size are the body's epochs, learning rate and pair 
 the body; --save_strategy writes the body's checkpoints; --fp16/--bf16 train the body in mixed precision;
 --report_to reports the body's training. --head_type logistic (default) fits scikit-learn's logistic regression
 on the embeddings; differentiable trains a torch head (--head_learning_rate, --head_num_epochs). Flags of
-transformers' Trainer that SetFit has no use for (--weight_decay, ...) are refused. --resume_from_checkpoint is
-refused too: setfit's Trainer cannot resume, so a SetFit run starts over (it takes minutes, not hours).
+transformers' Trainer that SetFit has no use for (--weight_decay, ...) are refused. --resume_from_checkpoint PATH
+(or latest) resumes the body from one of its checkpoints and ends as an uninterrupted run would.
 The model loads with `SetFitModel.from_pretrained(output_dir or repo id)`. Besides setfit's pickled head
 (model_head.pkl), model_head.safetensors holds the same head without pickle.
 
@@ -76,7 +76,9 @@ from shared.results import build_results, count_parameters
 from shared.setfit_head import save_portable_head
 from shared.setfit_loss import DistinctTextsCosineSimilarityLoss
 from shared.training import (
+    RESUME_HINT,
     TrainingGuard,
+    check_checkpoint_fits,
     check_finite,
     check_finite_probabilities,
     check_room_first,
@@ -86,7 +88,7 @@ from shared.training import (
     full_disk_is_one_error,
     keep_logs_in,
     max_length_for,
-    prepare_output_dir,
+    start_run,
     stop_on_signals,
 )
 
@@ -98,7 +100,6 @@ SUMMARY = (
 # What the body's evaluations measure: the contrastive loss on pairs drawn from the validation split (the head is
 # trained after the body, so no classification metric exists while the body trains).
 BODY_METRIC = "embedding_loss"
-NO_RESUME = "setfit cannot resume: run the same command again"
 logger = logging.getLogger(METHOD)
 
 
@@ -121,15 +122,12 @@ SetFitDataArguments = with_defaults(DataArguments, "SetFitDataArguments", sample
 # No evaluation unless asked for: each one encodes pairs of the whole validation split.
 SetFitTrainingArguments = common_training_arguments(
     "SetFitTrainingArguments",
-    without=["resume_from_checkpoint"],
     metrics=(BODY_METRIC,),
     num_train_epochs=3.0,
     eval_strategy="no",
 )
 # Multi-label data: one logistic regression (or one sigmoid of the differentiable head) per label.
 MULTI_TARGET_STRATEGY = "one-vs-rest"
-# Shared flags that SetFit cannot honour, and why: an error rather than silently ignored.
-REFUSED = {"--resume_from_checkpoint": "setfit's Trainer cannot resume a run; start it again without this flag"}
 
 
 class PairShare(TrainerCallback):
@@ -199,12 +197,13 @@ def main(
     multi_label = is_multi_label(splits)
     weights = class_weights(splits, data_args.class_weight)
     check_model_source(model_args.model_name_or_path, model_args.model_revision, SENTENCE_TRANSFORMERS_FILES)
-    # Last: --overwrite_output_dir clears the folder here.
-    prepare_output_dir(training_args.output_dir, training_args.overwrite_output_dir, resuming=False)
+    start_run(training_args, {"method": METHOD})  # last: --overwrite_output_dir clears the folder here
+    checkpoint = training_args.resume_from_checkpoint
 
     # Seed before building the model, so the head starts from the same weights on every run.
     set_seed(training_args.seed)
     model = build_model(model_args, setfit_args, names, multi_label, data_args.class_weight, weights)
+    check_checkpoint_fits(checkpoint, model.model_body[0].auto_model, model_args.model_name_or_path)
     # Naming the data keeps setfit's model card from searching the Hub's dataset list for it; the card we
     # publish is our own (shared.card), written over setfit's at the end with setfit's sections inside.
     model.model_card_data.dataset_id = dataset_source(data_args)
@@ -225,6 +224,7 @@ def main(
             callbacks=[guard, PairShare(), *stopping],
         )
     check_launch(trainer)
+    resume_body_from(trainer, checkpoint, training_args)
     guard.read_grad_norms_of(trainer.st_trainer.accelerator)
     check_room_first(trainer.st_trainer, training_args.export_onnx)
     # setfit's Trainer.train() in its two steps: the body on every process (data-parallel when launched on
@@ -233,12 +233,12 @@ def main(
     validation = trainer.dataset_to_parameters(data["validation"])
     is_main = trainer.st_trainer.is_world_process_zero()
     start = time.perf_counter()
-    with stop_on_signals(guard), freed_memory_reused(), full_disk_is_one_error(training_args.output_dir, NO_RESUME):
+    with stop_on_signals(guard), freed_memory_reused(), full_disk_is_one_error(training_args.output_dir):
         trainer.train_embeddings(*train, *validation)
         if is_main:
             trainer.train_classifier(*train)
     runtime = time.perf_counter() - start
-    guard.raise_if_stopped(training_args.output_dir, NO_RESUME)
+    guard.raise_if_stopped(training_args.output_dir, RESUME_HINT)
     check_finite(body)
     if not is_main:
         logger.info("process %d: body trained; the main process trains the head, saves and publishes", rank(trainer))
@@ -298,7 +298,7 @@ def main(
     )
 
     vars(model.model_head).pop("get_loss_fn", None)  # a weighted loss was for training: save setfit's own head
-    with full_disk_is_one_error(training_args.output_dir, NO_RESUME):
+    with full_disk_is_one_error(training_args.output_dir):
         model.save_pretrained(training_args.output_dir)
         save_portable_head(model.model_head, training_args.output_dir)
         if training_args.export_onnx:
@@ -337,6 +337,20 @@ def check_launch(trainer: setfit.Trainer) -> None:
             "is needed, unless training is on the CPU): set ACCELERATE_USE_CPU=true to train on the CPU across "
             "processes, or launch one process"
         )
+
+
+def resume_body_from(trainer: setfit.Trainer, checkpoint: str | None, args: SetFitTrainingArguments) -> None:
+    """Have setfit's train_embeddings, which draws the pairs and then calls its inner sentence-transformers Trainer's
+    train(), resume that Trainer from `checkpoint`: the pairs are drawn alike from the same seed, and the Trainer
+    skips the batches already trained on, so the run ends as an uninterrupted one would.
+
+    And pass on what setfit does not: early stopping's count of evaluations without improvement, kept in each
+    checkpoint; and the batch size in the inner Trainer's state, which setfit sets after the Trainer recorded its
+    own default (8), so that every resume warned of a batch size that did not match the checkpoint's."""
+    st_trainer = trainer.st_trainer
+    st_trainer.train = partial(st_trainer.train, resume_from_checkpoint=checkpoint)
+    st_trainer.args.restore_callback_states_from_checkpoint = args.early_stopping_patience is not None
+    st_trainer._train_batch_size = st_trainer.args.train_batch_size
 
 
 def setfit_training_arguments(args: SetFitTrainingArguments, setfit_args: SetFitArguments) -> setfit.TrainingArguments:
@@ -406,4 +420,4 @@ def head_and_body_parameters(model: SetFitModel) -> int:
 if __name__ == "__main__":
     configure_cli_logging(METHOD)
     with exit_on_cli_error():
-        main(*parse_cli(ARGUMENTS, __doc__, refused=REFUSED, output_dir=f"outputs/{METHOD}"))
+        main(*parse_cli(ARGUMENTS, __doc__, output_dir=f"outputs/{METHOD}"))
