@@ -49,11 +49,16 @@ def configure_cli_logging(method: str) -> None:
     """What a trainer's command line logs: every library's warnings, and the progress of shared and of `method`.
 
     huggingface_hub gives its logger a handler of its own and lets records reach ours too, which printed each of its
-    warnings (a retried download, say) twice: it keeps its own handler only.
+    warnings (a retried download, say) twice: it keeps its own handler only. The other processes of a launch load
+    the same model as the first, and printed transformers' report of its missing and unexpected weights once each:
+    they say only errors until their Trainer sets its own level for them (log_level_replica).
     """
     from huggingface_hub.utils import logging as hub_logging
+    from transformers.utils import logging as transformers_logging
 
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
     for name in ("shared", method):
         logging.getLogger(name).setLevel(logging.INFO)
     hub_logging.disable_propagation()
+    if not is_main_process():
+        transformers_logging.set_verbosity_error()

@@ -156,6 +156,7 @@ def test_data_parallel_processes_train_together_and_publish_once(hub, tiny_bert,
         env={**hub.env, "ACCELERATE_USE_CPU": "true"}, processes=2,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stderr.count("LOAD REPORT") == 1, result.stderr[-3000:]  # the new head's weights, said once
     assert len(hub.state.repo(f"{USER}/ddp").commits) == 1
     results = json.loads(hub.state.repo(f"{USER}/ddp").commits[0].files["results.json"])
     assert results["device"] == "cpu x 2 processes" and results["hyperparameters"]["processes"] == 2
