@@ -3,6 +3,7 @@
 import contextlib
 import logging
 import os
+import signal
 import sys
 
 
@@ -37,6 +38,12 @@ def exit_on_cli_error():
         if is_main_process() or not err.same_on_every_process:
             print(f"error: {err}" if len(err.problems) == 1 else f"error:\n{err}", file=sys.stderr)
         sys.exit(2 if isinstance(err, InputError) else 1)
+    except KeyboardInterrupt:
+        # Ctrl-C outside training (which stops at a step's end, shared.training): loading, evaluating, saving,
+        # publishing. The terminal sends it to every process of a launch; the first one says so.
+        if is_main_process():
+            print("error: stopped by Ctrl-C (SIGINT) before the run finished", file=sys.stderr)
+        sys.exit(128 + signal.SIGINT)
 
 
 def is_main_process() -> bool:

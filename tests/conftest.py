@@ -1,6 +1,7 @@
 import importlib.util
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -217,6 +218,14 @@ def accelerate_launcher(processes: int = 1) -> list[str]:
         return [*launcher, "--config_file", os.path.join(ROOT, "accelerate_config.yaml")]
     return [*launcher, "--multi_gpu", "--num_processes", str(processes), "--num_machines", "1", "--mixed_precision",
             "no", "--dynamo_backend", "no", "--main_process_port", str(free_port())]  # fmt: skip
+
+
+def one_error_line(stderr: str) -> str:
+    """A launch's one `error:` line, with no traceback through the project's code. The launchers may add their own:
+    torchrun's after a process of several exits non-zero, accelerate's single-process launcher's after Ctrl-C."""
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and not re.search(r'File ".*/(shared|trainers)/', stderr), stderr[-3000:]
+    return errors[0]
 
 
 def free_port() -> int:

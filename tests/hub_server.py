@@ -15,6 +15,7 @@ import io
 import json
 import re
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -55,7 +56,8 @@ class Repo:
 class Fault:
     """Answer the next `times` requests whose method matches and whose path matches `path_regex` with `status` and
     `headers`; or, with `lose_response`, handle them and close the connection unanswered, as when the network loses
-    the Hub's answer to a request the Hub carried out."""
+    the Hub's answer to a request the Hub carried out; or, with `stall_s`, handle them that many seconds late, as a
+    Hub that is slow to answer."""
 
     method: str
     path_regex: str
@@ -63,6 +65,7 @@ class Fault:
     times: int = 1
     headers: dict[str, str] = field(default_factory=dict)
     lose_response: bool = False
+    stall_s: float = 0.0
 
 
 class HubState:
@@ -82,6 +85,9 @@ class HubState:
 
     def lose_responses(self, method: str, path_regex: str, times: int = 1) -> None:
         self.faults.append(Fault(method, path_regex, times=times, lose_response=True))
+
+    def stall(self, method: str, path_regex: str, seconds: float, times: int = 1) -> None:
+        self.faults.append(Fault(method, path_regex, times=times, stall_s=seconds))
 
     def take_fault(self, method: str, path: str) -> Fault | None:
         with self.lock:
@@ -149,9 +155,11 @@ class HubHandler(BaseHTTPRequestHandler):
         # request on this kept-alive connection.
         self.body = self._read_body()
         fault = self.state.take_fault(self.command, path)
-        if fault and not fault.lose_response:
+        if fault and fault.stall_s:
+            time.sleep(fault.stall_s)
+        elif fault and not fault.lose_response:
             return self._error(fault.status, f"injected fault {fault.status}", headers=fault.headers)
-        if fault:  # carry the request out, then write the answer nowhere and hang up
+        elif fault:  # carry the request out, then write the answer nowhere and hang up
             self.wfile, self.close_connection = io.BytesIO(), True
         for method, pattern, handler in ROUTES:
             match = re.fullmatch(pattern, path)

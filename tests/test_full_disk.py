@@ -4,12 +4,11 @@ the files meets a real ENOSPC. The run is refused before its first step when the
 disk that fills anyway is one error line, and nothing is published."""
 
 import os
-import re
 import sys
 
 import pytest
 
-from conftest import ROOT, USER, accelerate_launcher, run_script
+from conftest import ROOT, USER, accelerate_launcher, one_error_line, run_script
 
 LEFT = "LEFT IN THE FOLDER:"
 
@@ -36,14 +35,6 @@ def train(script: str, model: str, reviews: dict, out, *flags: str, processes: i
         "--model_name_or_path", model, "--train_file", reviews["train"], "--test_file", reviews["test"],
         "--text_column_name", "review", "--label_column_name", "sentiment", "--output_dir", str(out), *flags,
     ]  # fmt: skip
-
-
-def one_error_line(stderr: str) -> str:
-    """The run's one `error:` line, after no traceback through the project's code (torchrun adds a traceback of its
-    own after a process of several exits non-zero)."""
-    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and not re.search(r'File ".*/(shared|trainers)/', stderr), stderr[-3000:]
-    return errors[0]
 
 
 EVERY_STEP = ["--save_strategy", "steps", "--save_steps", "1", "--num_train_epochs", "3"]

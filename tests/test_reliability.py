@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import replace
 
 import psutil
@@ -38,6 +39,7 @@ from conftest import (
     accelerate_launcher,
     load_trainer,
     model_args_for,
+    one_error_line,
     run_script,
     stop_launch,
 )
@@ -256,6 +258,32 @@ def test_a_stopped_launch_checkpoints_publishes_nothing_and_leaves_no_process(
     assert not os.path.exists(os.path.join(out, "model.safetensors")), "a stopped run saved a final model"
     checkpoints = sorted((e for e in os.listdir(out) if e.startswith("checkpoint-")), key=lambda e: int(e[11:]))
     assert os.path.isfile(os.path.join(out, checkpoints[-1], "trainer_state.json"))  # the last one is complete
+
+
+def test_ctrl_c_outside_training_is_one_line_and_publishes_nothing(hub, tiny_bert, reviews, tmp_path):
+    """Ctrl-C while the run waits for the Hub's answer in the preflight; the same holds while it loads, evaluates,
+    saves or publishes. Training itself stops at a step's end (above). Before, a traceback from inside httpx."""
+    hub.state.stall("GET", r"/api/whoami-v2", seconds=30)
+    launcher = run_script(
+        [*accelerate_launcher(), "-q", os.path.join(ROOT, "trainers/full_finetune.py"), "--model_name_or_path",
+         tiny_bert, "--train_file", reviews["train"], "--test_file", reviews["test"], "--text_column_name", "review",
+         "--label_column_name", "sentiment", "--output_dir", str(tmp_path / "run"), "--push_to_hub"],
+        env=hub.env, background=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while ("GET", "/api/whoami-v2") not in hub.state.requests:
+            assert time.monotonic() < deadline and launcher.poll() is None, launcher.communicate()[1][-3000:]
+            time.sleep(0.1)
+        for process in [psutil.Process(launcher.pid), *psutil.Process(launcher.pid).children(recursive=True)]:
+            process.send_signal(signal.SIGINT)  # as a terminal sends Ctrl-C to the whole foreground job
+        _, stderr = launcher.communicate(timeout=30)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+    assert launcher.returncode != 0
+    assert one_error_line(stderr) == "error: stopped by Ctrl-C (SIGINT) before the run finished"
+    assert not any(repo.commits for repo in hub.state.repos.values())
 
 
 @pytest.mark.parametrize("evaluations", [{"eval_strategy": "epoch"}, {"eval_strategy": "steps", "eval_steps": 2}])
