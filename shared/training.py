@@ -27,9 +27,10 @@ from transformers import (
 )
 from transformers.trainer_utils import SaveStrategy
 
-from shared.args import strategy_name
+from shared.args import hub_args_from, strategy_name
 from shared.disk import out_of_space, room_left, shortfall
 from shared.errors import CliError, InputError, is_main_process
+from shared.hub import HubTarget, preflight
 from shared.metrics import MULTI_LABEL
 from shared.positions import longest_input
 
@@ -51,13 +52,18 @@ class TrainingStopped(CliError, RuntimeError):
     same_on_every_process = True
 
 
-def start_run(training_args, run: dict, keep: tuple[str, ...] = ()) -> None:
-    """Before any model loads: find the checkpoint that --resume_from_checkpoint names (`latest`: the newest
-    complete one in output_dir) and make output_dir hold this run only. The checkpoint's path replaces
-    training_args.resume_from_checkpoint."""
+def start_run(training_args, run: dict) -> HubTarget | None:
+    """The last checks before any model loads, once the data and the model's source are checked, in the order that
+    leaves nothing behind when one fails: output_dir is a folder; the checkpoint that --resume_from_checkpoint names
+    (`latest`: the newest complete one in output_dir; its path replaces the flag's value); the Hub preflight, which
+    creates the repo to publish to; and last, output_dir made to hold this run only (--overwrite_output_dir clears
+    it). Returns where to publish, None for nowhere."""
+    check_output_dir(training_args.output_dir)
     checkpoint = resolve_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir, run)
     training_args.resume_from_checkpoint = checkpoint
-    prepare_output_dir(training_args.output_dir, training_args.overwrite_output_dir, checkpoint is not None, keep)
+    target = preflight(hub_args_from(training_args), training_args.output_dir)
+    prepare_output_dir(training_args.output_dir, training_args.overwrite_output_dir, checkpoint is not None)
+    return target
 
 
 # ---- the output folder -------------------------------------------------------------------------------------------
@@ -70,8 +76,7 @@ def prepare_output_dir(output_dir: str, overwrite: bool, resuming: bool, keep: t
     keeps its folder as it is: its checkpoints, and whatever the resumed run will replace. `keep` names entries
     that belong to this run already (an encoder adapted by an earlier phase).
     """
-    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
-        raise InputError(f"--output_dir {output_dir} is a file; name a folder")
+    check_output_dir(output_dir)
     if resuming or not os.path.isdir(output_dir):
         return
     others = sorted(set(os.listdir(output_dir)) - set(keep))
@@ -89,6 +94,11 @@ def prepare_output_dir(output_dir: str, overwrite: bool, resuming: bool, keep: t
         for entry in others:
             path = os.path.join(output_dir, entry)
             shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) else os.remove(path)
+
+
+def check_output_dir(output_dir: str) -> None:
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise InputError(f"--output_dir {output_dir} is a file; name a folder")
 
 
 def _refuse_to_clear(output_dir: str) -> None:

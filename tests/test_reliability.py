@@ -474,12 +474,15 @@ def test_a_folder_of_another_run_is_refused_then_cleared_on_request(tiny_bert, d
             ["--model_name_or_path", "/models/mistyped"],
             "'/models/mistyped': there is no such folder",
         ),
+        ("full_finetune", ["--resume_from_checkpoint", "/runs/gone"], "--resume_from_checkpoint /runs/gone does not"),
+        ("mlm_then_classify", ["--resume_from_checkpoint", "/runs/gone"], "--resume_from_checkpoint /runs/gone does"),
     ],
 )
-def test_overwrite_clears_nothing_when_the_request_is_wrong(
-    script, mistake, error, tiny_bert, tiny_sentence_transformer, reviews, tmp_path
+def test_a_wrong_request_clears_nothing_and_creates_no_hub_repo(
+    script, mistake, error, hub, tiny_bert, tiny_sentence_transformer, reviews, tmp_path
 ):
-    """--overwrite_output_dir cleared the folder first: a wrong column, then the previous run's model was gone."""
+    """--overwrite_output_dir cleared the folder first: a wrong column, then the previous run's model was gone. And
+    the Hub preflight came first: it created the repo, which a wrong column left empty on the Hub."""
     previous = tmp_path / "run"
     previous.mkdir()
     (previous / "model.safetensors").write_text("the previous run's model")
@@ -487,11 +490,12 @@ def test_overwrite_clears_nothing_when_the_request_is_wrong(
     result = run_script([
         sys.executable, f"trainers/{script}.py", "--model_name_or_path", model, "--train_file", reviews["train"],
         "--test_file", reviews["test"], "--text_column_name", "review", "--label_column_name", "sentiment", *mistake,
-        "--output_dir", str(previous), "--overwrite_output_dir",
-    ])  # fmt: skip
+        "--output_dir", str(previous), "--overwrite_output_dir", "--push_to_hub", "--hub_model_id", f"{USER}/run",
+    ], env=hub.env)  # fmt: skip
 
     assert result.returncode == 2 and error in result.stderr, result.stderr[-2000:]
     assert (previous / "model.safetensors").read_text() == "the previous run's model"
+    assert hub.state.repos == {}
 
 
 MISTYPED_ID = ["--model_name_or_path", f"{USER}/tiny-brt"]

@@ -18,11 +18,11 @@ from functools import partial
 import torch
 from transformers import AutoConfig, PreTrainedModel
 
-from shared.args import DataArguments, ModelArguments, RecipeTrainingArguments, hub_args_from, parse_cli
+from shared.args import DataArguments, ModelArguments, RecipeTrainingArguments, parse_cli
 from shared.classification import Method, train_classifier
 from shared.data import load_labeled_data
 from shared.errors import InputError, configure_cli_logging, exit_on_cli_error
-from shared.hub import load_pretrained, preflight
+from shared.hub import load_pretrained
 from shared.results import count_parameters
 from shared.training import start_run
 
@@ -79,7 +79,6 @@ def main(
     training_args: RecipeTrainingArguments,
 ) -> dict:
     # Everything that can be wrong with the request fails here, before the model is downloaded.
-    target = preflight(hub_args_from(training_args), training_args.output_dir)
     splits = load_labeled_data(data_args, training_args.seed)
     config = load_pretrained(AutoConfig, model_args.model_name_or_path, model_args.model_revision)
     num_layers = config.num_hidden_layers
@@ -96,7 +95,8 @@ def main(
         details={"num_frozen_layers": num_frozen, "num_layers": num_layers},
         run_flags={"num_frozen_layers": num_frozen},
     )
-    start_run(training_args, method.run)  # last: --overwrite_output_dir clears the folder here
+    # Last: the Hub repo is created, then --overwrite_output_dir clears the folder.
+    target = start_run(training_args, method.run)
     return train_classifier(model_args, data_args, training_args, splits, target, method)
 
 

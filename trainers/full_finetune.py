@@ -14,11 +14,11 @@ model card and results.json, and with --push_to_hub the same files are published
 file as the first argument holds flags (flags after it override it).
 """
 
-from shared.args import DataArguments, ModelArguments, RecipeTrainingArguments, hub_args_from, parse_cli
+from shared.args import DataArguments, ModelArguments, RecipeTrainingArguments, parse_cli
 from shared.classification import Method, train_classifier
 from shared.data import load_labeled_data
 from shared.errors import configure_cli_logging, exit_on_cli_error
-from shared.hub import check_model_source, preflight
+from shared.hub import check_model_source
 from shared.training import start_run
 
 METHOD = "full_finetune"
@@ -31,10 +31,10 @@ ARGUMENTS = [ModelArguments, DataArguments, RecipeTrainingArguments]
 
 def main(model_args: ModelArguments, data_args: DataArguments, training_args: RecipeTrainingArguments) -> dict:
     # Everything that can be wrong with the request fails here, before the model is downloaded.
-    target = preflight(hub_args_from(training_args), training_args.output_dir)
     splits = load_labeled_data(data_args, training_args.seed)
     check_model_source(model_args.model_name_or_path, model_args.model_revision)
-    start_run(training_args, {"method": METHOD})  # last: --overwrite_output_dir clears the folder here
+    # Last: the Hub repo is created, then --overwrite_output_dir clears the folder.
+    target = start_run(training_args, {"method": METHOD})
     return train_classifier(model_args, data_args, training_args, splits, target, Method(METHOD, SUMMARY))
 
 

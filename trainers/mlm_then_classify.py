@@ -43,6 +43,7 @@ from shared.hub import check_model_source, load_pretrained, preflight, push_fold
 from shared.results import model_reference
 from shared.training import (
     check_checkpoint_fits,
+    check_output_dir,
     checkpoint_run,
     full_disk_is_one_error,
     keep_logs_in,
@@ -290,8 +291,7 @@ def main(
     # Everything that can be wrong with the request fails here, before a model is downloaded.
     hub_args = hub_args_from(training_args)
     output_dir = training_args.output_dir
-    classify_target = preflight(hub_args, output_dir) if mlm_args.phase != "mlm" else None
-    encoder_target = preflight(hub_args, output_dir, name_suffix="-mlm") if mlm_args.phase != "classify" else None
+    check_output_dir(output_dir)
     resumed_phase = checkpoint_to_resume(mlm_args.phase, training_args)
     # Text needs no labels: phase 1 reads the whole training split, phase 2 only the few-shot sample if asked.
     splits = load_labeled_data(replace(data_args, samples_per_label=None), training_args.seed)
@@ -300,7 +300,10 @@ def main(
         splits["train"] = sample_per_label(splits["train"], data_args.samples_per_label, training_args.seed)
     check_model_source(model_args.model_name_or_path, model_args.model_revision)
     keep = (ENCODER_DIR,) if mlm_args.phase == "classify" else ()  # an encoder adapted here by --phase mlm
-    # Last: --overwrite_output_dir clears the folder here.
+    # Last: the Hub repos are created (shared.training.start_run's order), then --overwrite_output_dir clears the
+    # folder.
+    classify_target = preflight(hub_args, output_dir) if mlm_args.phase != "mlm" else None
+    encoder_target = preflight(hub_args, output_dir, name_suffix="-mlm") if mlm_args.phase != "classify" else None
     prepare_output_dir(output_dir, training_args.overwrite_output_dir, resumed_phase is not None, keep)
 
     adaptation = Adaptation(encoder=model_args.model_name_or_path, revision=model_args.model_revision, num_texts=0)

@@ -50,7 +50,6 @@ from shared.args import (
     DataArguments,
     ModelArguments,
     common_training_arguments,
-    hub_args_from,
     mixed_precision_of,
     parse_cli,
     with_defaults,
@@ -68,7 +67,7 @@ from shared.data import (
     with_multi_hot_labels,
 )
 from shared.errors import InputError, configure_cli_logging, exit_on_cli_error
-from shared.hub import SENTENCE_TRANSFORMERS_FILES, check_model_source, load_sentence_transformer, preflight
+from shared.hub import SENTENCE_TRANSFORMERS_FILES, check_model_source, load_sentence_transformer
 from shared.metrics import classification_metrics, multi_label_metrics, over_threshold
 from shared.onnx_export import export_int8
 from shared.publish import publish
@@ -191,13 +190,13 @@ def main(
     training_args: SetFitTrainingArguments,
 ) -> dict | None:
     # Everything that can be wrong with the request fails here, before the model is downloaded.
-    target = preflight(hub_args_from(training_args), training_args.output_dir)
     splits = load_labeled_data(data_args, training_args.seed)
     names = label_names(splits)
     multi_label = is_multi_label(splits)
     weights = class_weights(splits, data_args.class_weight)
     check_model_source(model_args.model_name_or_path, model_args.model_revision, SENTENCE_TRANSFORMERS_FILES)
-    start_run(training_args, {"method": METHOD})  # last: --overwrite_output_dir clears the folder here
+    # Last: the Hub repo is created, then --overwrite_output_dir clears the folder.
+    target = start_run(training_args, {"method": METHOD})
     checkpoint = training_args.resume_from_checkpoint
 
     # Seed before building the model, so the head starts from the same weights on every run.
