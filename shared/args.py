@@ -170,6 +170,9 @@ class RecipeTrainingArguments(TrainingArguments):
     bf16: bool | None = _book("bf16", None)
     # Pinned memory only speeds up copies to a GPU; on a CPU-only machine it is a warning per batch.
     dataloader_pin_memory: bool = _book("dataloader_pin_memory", torch.cuda.is_available)
+    # The other processes of a launch load and train the same model as the first: their warnings repeated its own,
+    # transformers' report of the new head's weights once per process (shared.errors.configure_cli_logging).
+    log_level_replica: str = _book("log_level_replica", "error")
     overwrite_output_dir: bool = field(
         default=False,
         metadata={"help": "Clear --output_dir first when it holds files of another run (otherwise: an error)."},

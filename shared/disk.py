@@ -91,11 +91,12 @@ def space_needed(
 def checkpoints_on_disk_at_once(args, state, existing: int) -> int:
     """The most checkpoints of those still to come that are on disk at the same time. With --save_total_limit the
     Trainer deletes the oldest after writing a new one, so one more than the limit exists for a moment; checkpoints
-    already in output_dir take that room first."""
+    already in output_dir take that room first. A Trainer that tracks a best checkpoint (metric_for_best_model:
+    early stopping, SetFit's body) never deletes it, and keeps it and the latest at a limit of 1."""
     to_come = checkpoints_to_come(args, state)
     if not args.save_total_limit:
         return to_come
-    limit = max(args.save_total_limit, 2) if args.load_best_model_at_end else args.save_total_limit  # best + latest
+    limit = max(args.save_total_limit, 2) if args.metric_for_best_model else args.save_total_limit
     return min(to_come, max(existing, limit) + 1 - existing)
 
 

@@ -36,14 +36,23 @@ def exit_on_cli_error():
         yield
     except CliError as err:
         if is_main_process() or not err.same_on_every_process:
-            print(f"error: {err}" if len(err.problems) == 1 else f"error:\n{err}", file=sys.stderr)
+            say(f"error: {err}" if len(err.problems) == 1 else f"error:\n{err}")
         sys.exit(2 if isinstance(err, InputError) else 1)
     except KeyboardInterrupt:
         # Ctrl-C outside training (which stops at a step's end, shared.training): loading, evaluating, saving,
-        # publishing. The terminal sends it to every process of a launch; the first one says so.
+        # publishing. The terminal sends it to every process of a launch, and torchrun passes it on once more: that
+        # second one, landing in the exit's cleanup, printed tracebacks of its own. The first process says it once.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         if is_main_process():
-            print("error: stopped by Ctrl-C (SIGINT) before the run finished", file=sys.stderr)
+            say("error: stopped by Ctrl-C (SIGINT) before the run finished")
         sys.exit(128 + signal.SIGINT)
+
+
+def say(line: str) -> None:
+    """Write a line to stderr in one write. print() writes the newline apart, and the processes of a launch share
+    stderr: another process's line could land between the two, on the end of this one."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
 
 
 def is_main_process() -> bool:
@@ -58,7 +67,7 @@ def configure_cli_logging(method: str) -> None:
     huggingface_hub gives its logger a handler of its own and lets records reach ours too, which printed each of its
     warnings (a retried download, say) twice: it keeps its own handler only. The other processes of a launch load
     the same model as the first, and printed transformers' report of its missing and unexpected weights once each:
-    they say only errors until their Trainer sets its own level for them (log_level_replica).
+    they say only errors, as their Trainers keep them (RecipeTrainingArguments.log_level_replica).
     """
     from huggingface_hub.utils import logging as hub_logging
     from transformers.utils import logging as transformers_logging

@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import sys
+import time
 
 import torch
 import torch.distributed as dist
@@ -29,7 +30,7 @@ from transformers.trainer_utils import SaveStrategy
 
 from shared.args import hub_args_from, strategy_name
 from shared.disk import out_of_space, room_left, shortfall
-from shared.errors import CliError, InputError, is_main_process
+from shared.errors import CliError, InputError, is_main_process, say
 from shared.hub import HubTarget, preflight
 from shared.metrics import MULTI_LABEL
 from shared.positions import longest_input
@@ -54,51 +55,51 @@ class TrainingStopped(CliError, RuntimeError):
 
 def start_run(training_args, run: dict) -> HubTarget | None:
     """The last checks before any model loads, once the data and the model's source are checked, in the order that
-    leaves nothing behind when one fails: output_dir is a folder; the checkpoint that --resume_from_checkpoint names
-    (`latest`: the newest complete one in output_dir; its path replaces the flag's value); the Hub preflight, which
-    creates the repo to publish to; and last, output_dir made to hold this run only (--overwrite_output_dir clears
-    it). Returns where to publish, None for nowhere."""
-    check_output_dir(training_args.output_dir)
-    checkpoint = resolve_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir, run)
-    training_args.resume_from_checkpoint = checkpoint
-    target = preflight(hub_args_from(training_args), training_args.output_dir)
-    prepare_output_dir(training_args.output_dir, training_args.overwrite_output_dir, checkpoint is not None)
+    leaves nothing behind when one fails: output_dir can hold this run (check_output_dir); the checkpoint that
+    --resume_from_checkpoint names (`latest`: the newest complete one in output_dir; its path replaces the flag's
+    value); the Hub preflight, which creates the repo to publish to; and last, --overwrite_output_dir clears
+    output_dir. Returns where to publish, None for nowhere."""
+    output_dir, overwrite = training_args.output_dir, training_args.overwrite_output_dir
+    resuming = bool(training_args.resume_from_checkpoint)  # resolved to a checkpoint, or refused, below
+    check_output_dir(output_dir, overwrite, resuming)
+    training_args.resume_from_checkpoint = resolve_checkpoint(training_args.resume_from_checkpoint, output_dir, run)
+    target = preflight(hub_args_from(training_args), output_dir)
+    prepare_output_dir(output_dir, overwrite, resuming)
     return target
 
 
 # ---- the output folder -------------------------------------------------------------------------------------------
 
 
-def prepare_output_dir(output_dir: str, overwrite: bool, resuming: bool, keep: tuple[str, ...] = ()) -> None:
-    """Make sure output_dir will hold this run only.
-
-    A folder holding files of another run is refused, unless `overwrite`, which clears it first. A resumed run
-    keeps its folder as it is: its checkpoints, and whatever the resumed run will replace. `keep` names entries
-    that belong to this run already (an encoder adapted by an earlier phase).
-    """
-    check_output_dir(output_dir)
+def check_output_dir(output_dir: str, overwrite: bool, resuming: bool, keep: tuple[str, ...] = ()) -> list[str]:
+    """Refuse an output_dir that cannot hold this run only: a file, or a folder holding files of another run, unless
+    `overwrite` (and never a project or home folder). A resumed run keeps its folder as it is: its checkpoints, and
+    whatever the resumed run will replace. `keep` names entries that belong to this run already (an encoder adapted
+    by an earlier phase). Returns the entries that `overwrite` is to clear."""
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise InputError(f"--output_dir {output_dir} is a file; name a folder")
     if resuming or not os.path.isdir(output_dir):
-        return
+        return []
     others = sorted(set(os.listdir(output_dir)) - set(keep))
-    if not others:
-        return
-    if not overwrite:
+    if others and not overwrite:
         shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
         raise InputError(
             f"--output_dir {output_dir} already holds files ({shown}); pass --overwrite_output_dir to clear it first, "
             "or choose another folder"
         )
-    _refuse_to_clear(output_dir)
-    if is_main_process():
+    if others:
+        _refuse_to_clear(output_dir)
+    return others
+
+
+def prepare_output_dir(output_dir: str, overwrite: bool, resuming: bool, keep: tuple[str, ...] = ()) -> None:
+    """Make output_dir hold this run only (check_output_dir's rules): --overwrite_output_dir clears it here."""
+    others = check_output_dir(output_dir, overwrite, resuming, keep)
+    if others and is_main_process():
         logger.info("--overwrite_output_dir: clearing %s", output_dir)
         for entry in others:
             path = os.path.join(output_dir, entry)
             shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) else os.remove(path)
-
-
-def check_output_dir(output_dir: str) -> None:
-    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
-        raise InputError(f"--output_dir {output_dir} is a file; name a folder")
 
 
 def _refuse_to_clear(output_dir: str) -> None:
@@ -458,19 +459,28 @@ def check_finite_probabilities(probabilities) -> None:
         raise TrainingStopped("the trained head gives non-finite probabilities; nothing was saved or published")
 
 
+# How soon after the first a second SIGINT is the same Ctrl-C delivered again, not Ctrl-C pressed twice.
+SAME_CTRL_C_S = 1.0
+
+
 @contextlib.contextmanager
 def stop_on_signals(guard: TrainingGuard):
     """While training, SIGTERM and SIGINT ask the guard to stop at the end of the step. A second SIGINT (Ctrl-C
-    pressed again) stops at once; a second SIGTERM changes nothing: the kernel may repeat the parent-death signal
-    while the launcher's threads exit one by one, and a scheduler follows its SIGTERM with SIGKILL anyway."""
+    pressed again) stops at once, unless it comes within SAME_CTRL_C_S of the first: under torchrun a terminal's
+    Ctrl-C reaches each process twice, from the terminal and passed on by the launcher, and every process exited at
+    once, with no checkpoint and no error line. A second SIGTERM changes nothing: the kernel may repeat the
+    parent-death signal while the launcher's threads exit one by one, and a scheduler follows its SIGTERM with
+    SIGKILL anyway."""
+    first_at = None
 
     def handler(signum, frame):
+        nonlocal first_at
         if guard.signal_name:
-            if signum == signal.SIGINT:
+            if signum == signal.SIGINT and time.monotonic() - first_at > SAME_CTRL_C_S:
                 raise SystemExit(128 + signum)
             return
-        guard.signal_name = signal.Signals(signum).name
-        print(f"{guard.signal_name}: stopping at the end of this step", file=sys.stderr, flush=True)
+        guard.signal_name, first_at = signal.Signals(signum).name, time.monotonic()
+        say(f"{guard.signal_name}: stopping at the end of this step")
 
     _die_with_launcher()
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}

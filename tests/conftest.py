@@ -278,9 +278,10 @@ def setfit_predict_in_fresh_process(model: str, texts: list[str], env: dict | No
 def stop_launch(
     launcher: subprocess.Popen, script: str, processes: int, checkpoint: str, signum=signal.SIGTERM, target="launcher"
 ) -> str:
-    """Once `checkpoint` exists, send `signum` to the `accelerate launch` process (target "launcher") or to one of
-    its `processes` training processes of `script` ("training process"); assert that every training process is gone
-    within 30 s, and return the launcher's stderr. The launcher is killed if anything fails on the way."""
+    """Once `checkpoint` exists, send `signum` to the `accelerate launch` process (target "launcher"), to one of
+    its `processes` training processes of `script` ("training process"), or to all of them, as a terminal sends
+    Ctrl-C to its foreground job ("terminal"); assert that every training process is gone within 30 s, and return
+    the launcher's stderr. The launcher is killed if anything fails on the way."""
     try:
         deadline = time.monotonic() + 120
         while not os.path.isdir(checkpoint):
@@ -289,7 +290,10 @@ def stop_launch(
         children = psutil.Process(launcher.pid).children(recursive=True)
         training = [p for p in children if script in " ".join(p.cmdline())]
         assert len(training) == processes
-        (training[0] if target == "training process" else psutil.Process(launcher.pid)).send_signal(signum)
+        targets = {"launcher": [psutil.Process(launcher.pid)], "training process": training[:1],
+                   "terminal": [psutil.Process(launcher.pid), *training]}[target]  # fmt: skip
+        for process in targets:
+            process.send_signal(signum)
         _, still_running = psutil.wait_procs(training, timeout=30)
         assert not still_running, "a training process outlived the stop by more than 30 s"
         return launcher.communicate(timeout=30)[1]

@@ -291,15 +291,15 @@ def main(
     # Everything that can be wrong with the request fails here, before a model is downloaded.
     hub_args = hub_args_from(training_args)
     output_dir = training_args.output_dir
-    check_output_dir(output_dir)
     resumed_phase = checkpoint_to_resume(mlm_args.phase, training_args)
+    keep = (ENCODER_DIR,) if mlm_args.phase == "classify" else ()  # an encoder adapted here by --phase mlm
+    check_output_dir(output_dir, training_args.overwrite_output_dir, resumed_phase is not None, keep)
     # Text needs no labels: phase 1 reads the whole training split, phase 2 only the few-shot sample if asked.
     splits = load_labeled_data(replace(data_args, samples_per_label=None), training_args.seed)
     texts = read_domain_texts(splits["train"]["text"], mlm_args, data_args.text_column_name)
     if data_args.samples_per_label:
         splits["train"] = sample_per_label(splits["train"], data_args.samples_per_label, training_args.seed)
     check_model_source(model_args.model_name_or_path, model_args.model_revision)
-    keep = (ENCODER_DIR,) if mlm_args.phase == "classify" else ()  # an encoder adapted here by --phase mlm
     # Last: the Hub repos are created (shared.training.start_run's order), then --overwrite_output_dir clears the
     # folder.
     classify_target = preflight(hub_args, output_dir) if mlm_args.phase != "mlm" else None
@@ -315,9 +315,12 @@ def main(
         adaptation = adapt_encoder(model_args, texts, list(splits["validation"]["text"]), mlm_args, data_args,
                                    training_args, checkpoint)  # fmt: skip
         adaptation.published_as = encoder_target.repo_id if encoder_target else None
-        if training_args.process_index == 0:
-            adaptation.save()
-            publish_encoder(adaptation, model_args, data_args, mlm_args, encoder_target)
+        # The main process writes the adapted encoder's files; the others wait for them before phase 2 loads them
+        # (they read a tokenizer still being written, and failed).
+        with training_args.main_process_first(desc="saving the adapted encoder"):
+            if training_args.process_index == 0:
+                adaptation.save()
+                publish_encoder(adaptation, model_args, data_args, mlm_args, encoder_target)
     if mlm_args.phase == "mlm":
         return None
     if resumed_phase != "classify":
