@@ -341,7 +341,10 @@ def main(argv: list[str] | None = None) -> dict:
         ]
         # ENCODER_IDS: the base encoder's folder, which results.json names by its folder name only.
         env = {**os.environ, "MODEL_IDS": ",".join(sources), "ENCODER_IDS": model}
-        subprocess.run([sys.executable, os.path.join(ROOT, "space", "app.py")], cwd=ROOT, env=env, check=False)
+        try:
+            subprocess.run([sys.executable, os.path.join(ROOT, "space", "app.py")], cwd=ROOT, env=env, check=False)
+        except KeyboardInterrupt:  # Ctrl-C stops the Space: the demo's end, not an error
+            print("Space stopped.")
     return {"results": results, "baselines": baselines, "report": report, "chart": chart, "failed": failed}
 
 

@@ -116,31 +116,31 @@ def train_classifier(
     stopping = early_stopping(training_args, metric)
     weights = class_weights(splits, data_args.class_weight)
     trainer = classifier_trainer(model, tokenizer, tokenized, training_args, threshold, weights, callbacks=stopping)
-    with full_disk_is_one_error(training_args.output_dir):
-        output = run_training(trainer, method.run, training_args.resume_from_checkpoint, training_args.export_onnx)
-        runtime = method.earlier_runtime_s + output.metrics["train_runtime"]
-        samples = method.earlier_samples + output.metrics["train_samples_per_second"] * output.metrics["train_runtime"]
-        eval_split = eval_split_name(splits)
-        results = build_results(
-            method=method.name,
-            base_model=method.base_model or model_args.model_name_or_path,
-            dataset=dataset_source(data_args),
-            label_names=names,
-            num_train_samples=len(splits["train"]),
-            eval_split=eval_split,
-            metrics=evaluate_classifier(trainer, tokenized[eval_split], names, threshold),
-            train_runtime_s=runtime,
-            train_samples_per_second=samples / runtime,
-            trainable_params=trainable_params,
-            total_params=total_params,
-            seed=training_args.seed,
-            hyperparameters={**hyperparameters(training_args, max_length, data_args), **method.hyperparameters},
-            num_processes=training_args.world_size,
-            method_details={**details, **method.details},
-            early_stopping=early_stopping_summary(trainer.state, training_args),
-            **label_setup(splits, data_args),
-        )
+    output = run_training(trainer, method.run, training_args.resume_from_checkpoint, training_args.export_onnx)
+    runtime = method.earlier_runtime_s + output.metrics["train_runtime"]
+    samples = method.earlier_samples + output.metrics["train_samples_per_second"] * output.metrics["train_runtime"]
+    eval_split = eval_split_name(splits)
+    results = build_results(
+        method=method.name,
+        base_model=method.base_model or model_args.model_name_or_path,
+        dataset=dataset_source(data_args),
+        label_names=names,
+        num_train_samples=len(splits["train"]),
+        eval_split=eval_split,
+        metrics=evaluate_classifier(trainer, tokenized[eval_split], names, threshold),
+        train_runtime_s=runtime,
+        train_samples_per_second=samples / runtime,
+        trainable_params=trainable_params,
+        total_params=total_params,
+        seed=training_args.seed,
+        hyperparameters={**hyperparameters(training_args, max_length, data_args), **method.hyperparameters},
+        num_processes=training_args.world_size,
+        method_details={**details, **method.details},
+        early_stopping=early_stopping_summary(trainer.state, training_args),
+        **label_setup(splits, data_args),
+    )
 
+    with full_disk_is_one_error(training_args.output_dir):
         save_final_model(trainer, training_args.output_dir)
         if trainer.is_world_process_zero():
             if training_args.export_onnx:

@@ -10,6 +10,7 @@ and, when resuming, where it goes on from.
 import errno
 import math
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -148,6 +149,33 @@ def same_disk(a: str, b: str) -> bool:
     return os.stat(_nearest_existing(a)).st_dev == os.stat(_nearest_existing(b)).st_dev
 
 
+def full_folder(err: BaseException, output_dir: str) -> str | None:
+    """The folder whose disk `err` (out of space, `out_of_space`) filled: that of the file it names when it names one
+    outside output_dir (a temporary folder, a cache); otherwise output_dir, if its disk is the one that is full.
+    None when neither is known."""
+    named = _named_path(err)
+    if named is not None and not os.path.abspath(named).startswith(os.path.abspath(output_dir) + os.sep):
+        return os.path.dirname(os.path.abspath(named))
+    return output_dir if named is not None or _nearly_full(output_dir) else None
+
+
+def _named_path(err: BaseException) -> str | None:
+    seen = err
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.filename:
+            return os.fsdecode(seen.filename)
+        found = re.search(r'at path "([^"]+)"', str(seen))  # safetensors' own error
+        if found:
+            return found.group(1)
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _nearly_full(folder: str) -> bool:
+    stats = os.statvfs(_nearest_existing(folder))
+    return free_bytes(folder) < STATE_FILES or (stats.f_files > 0 and stats.f_favail == 0)
+
+
 def out_of_space(err: BaseException, folder: str) -> bool:
     """Whether `err`, raised while writing into `folder`, means that its disk is full: an OSError of ENOSPC or EDQUOT
     anywhere in its chain, a library's error that says so, or torch.save's short write ("unexpected pos") with the
@@ -159,7 +187,7 @@ def out_of_space(err: BaseException, folder: str) -> bool:
         if any(text in str(seen) for text in FULL_DISK_TEXTS):
             return True
         seen = seen.__cause__ or seen.__context__
-    return "unexpected pos" in str(err) and free_bytes(folder) < STATE_FILES
+    return "unexpected pos" in str(err) and _nearly_full(folder)
 
 
 def size(n: float) -> str:

@@ -29,7 +29,7 @@ from transformers import (
 from transformers.trainer_utils import SaveStrategy
 
 from shared.args import hub_args_from, strategy_name
-from shared.disk import out_of_space, room_left, shortfall
+from shared.disk import full_folder, out_of_space, room_left, shortfall
 from shared.errors import CliError, InputError, is_main_process, say
 from shared.hub import HubTarget, preflight
 from shared.metrics import MULTI_LABEL
@@ -328,13 +328,13 @@ class TrainingGuard(TrainerCallback):
             with open(os.path.join(path, RUN_INFO), "w") as f:
                 json.dump(self.run, f)
 
-    def raise_if_stopped(self, output_dir: str, resume_hint: str) -> None:
+    def raise_if_stopped(self, output_dir: str) -> None:
         """After training: a run that a signal stopped ends here, telling how to go on."""
         if not self.signal_name:
             return
         saved = latest_complete_checkpoint(output_dir)
         how = (
-            f"a checkpoint is in {saved}; {resume_hint}"
+            f"a checkpoint is in {saved}; {RESUME_HINT}"
             if saved
             else "no checkpoint was saved (--save_strategy steps or epoch turns checkpoints on)"
         )
@@ -396,17 +396,25 @@ RESUME_HINT = "run the same command with --resume_from_checkpoint latest to go o
 
 
 def run_training(trainer: Trainer, run: dict, resume_from_checkpoint: str | None = None, export_onnx: bool = False):
-    """trainer.train() under the guards, then a check that every weight is finite. Raises TrainingStopped when
-    training did not finish. `export_onnx`: the final model will get an int8 ONNX file, which needs room too."""
+    """trainer.train() under the guards (`guarded`). `export_onnx`: the final model will get an int8 ONNX file,
+    which needs room too."""
+    with guarded(trainer, run, export_onnx):
+        return trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+
+
+@contextlib.contextmanager
+def guarded(trainer: Trainer, run: dict, export_onnx: bool = False):
+    """While `trainer` trains (transformers' Trainer, or the sentence-transformers Trainer inside setfit): the
+    TrainingGuard, the room check, stop signals, freed memory kept, a full disk as one error; then a check that every
+    weight is finite. Raises TrainingStopped when training did not finish."""
     guard = TrainingGuard(run)
     guard.read_grad_norms_of(trainer.accelerator)
     trainer.add_callback(guard)
     check_room_first(trainer, export_onnx)
-    with stop_on_signals(guard), freed_memory_reused():
-        output = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
-    guard.raise_if_stopped(trainer.args.output_dir, RESUME_HINT)
+    with stop_on_signals(guard), freed_memory_reused(), full_disk_is_one_error(trainer.args.output_dir):
+        yield
+    guard.raise_if_stopped(trainer.args.output_dir)
     check_finite(trainer.model)
-    return output
 
 
 def save_final_model(trainer: Trainer, folder: str) -> None:
@@ -424,19 +432,25 @@ class DiskFull(CliError, RuntimeError):
 
 
 @contextlib.contextmanager
-def full_disk_is_one_error(output_dir: str, resume_hint: str = RESUME_HINT):
-    """While a run writes its checkpoints, final model and card: a full disk is one error that says so, whichever
+def full_disk_is_one_error(output_dir: str):
+    """While a run writes its checkpoints, final model and card: a full disk is one error that says which, whichever
     library met it (the check when training began leaves room, unless something else fills the disk meanwhile)."""
     try:
         yield
     except Exception as err:
         if isinstance(err, CliError) or not out_of_space(err, output_dir):
             raise
+        folder = full_folder(err, output_dir)
+        which = (
+            f"the disk holding {folder} is full ({room_left(folder)})"
+            if folder
+            else "a disk the run writes to is full"
+        )
         saved = latest_complete_checkpoint(output_dir)
-        resume = f"; {saved} is complete: {resume_hint} once there is room" if saved else ""
+        resume = f"; {saved} is complete: {RESUME_HINT} once there is room" if saved else ""
         raise DiskFull(
-            f"the disk holding {output_dir} is full ({room_left(output_dir)}): {_first_line(err)}; "
-            f"nothing was published. Free some space or choose another --output_dir{resume}"
+            f"{which}: {_first_line(err)}; nothing was published. Free some space or choose another --output_dir"
+            f"{resume}"
         ) from err
 
 

@@ -101,15 +101,18 @@ def test_a_resumed_setfit_run_goes_on_counting_evaluations_without_improvement(
     )  # fmt: skip
     run = partial(setfit_fewshot.main, model_args_for(tiny_sentence_transformer), data_args,
                   setfit_fewshot.SetFitArguments(num_iterations=4))  # fmt: skip
-    whole = run(training)["early_stopping"]
+    first = run(training)
+    whole, whole_pairs = first["early_stopping"], first["method_details"]["pairs_seen"]
     assert whole["stopped_early"] and whole["stopped_at_step"] == whole["best_step"] + 8, whole
 
     # Stopped after the first evaluation without improvement: the next one stops the resumed run, as above.
     out = tmp_path / "setfit"
     shutil.rmtree(out / f"checkpoint-{whole['stopped_at_step']}")
     os.remove(out / "model.safetensors")
-    resumed = run(replace(training, resume_from_checkpoint="latest"))["early_stopping"]
-    assert resumed == whole
+    resumed = run(replace(training, resume_from_checkpoint="latest"))
+    assert resumed["early_stopping"] == whole
+    # It went on from its checkpoint: a run started over would stop where the whole one did, too.
+    assert resumed["method_details"]["pairs_seen"] < whole_pairs
 
 
 def test_mlm_then_classify_stops_its_classifier_only(tiny_bert, data_args, plateau, training_args):

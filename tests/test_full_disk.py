@@ -4,6 +4,7 @@ the files meets a real ENOSPC. The run is refused before its first step when the
 disk that fills anyway is one error line, and nothing is published."""
 
 import os
+import subprocess
 import sys
 
 import pytest
@@ -11,6 +12,19 @@ import pytest
 from conftest import ROOT, USER, accelerate_launcher, one_error_line, run_script
 
 LEFT = "LEFT IN THE FOLDER:"
+# An unprivileged user may mount in a user namespace of its own, where the kernel allows those.
+UNSHARE = ["unshare", "--mount", *([] if os.geteuid() == 0 else ["--map-root-user"])]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _can_mount_small_disks(tmp_path_factory):
+    """These tests need to mount a tmpfs in a mount namespace of their own: say so plainly where they cannot."""
+    folder = str(tmp_path_factory.mktemp("probe"))
+    probe = subprocess.run([*UNSHARE, "mount", "-t", "tmpfs", "-o", "size=1M", "tmpfs", folder], capture_output=True)
+    assert probe.returncode == 0, (
+        f"tests/test_full_disk.py mounts small disks with `{' '.join(UNSHARE)}`, which failed here "
+        f"({probe.stderr.decode().strip()}): run the tests as root, or where user namespaces are allowed"
+    )
 
 
 def on_small_disk(folder: str, size: str, files: int | None = None) -> list[str]:
@@ -21,8 +35,7 @@ def on_small_disk(folder: str, size: str, files: int | None = None) -> list[str]
         f'mkdir -p "$0" && mount -t tmpfs -o {options} tmpfs "$0" || exit 99; "$@"; rc=$?; '
         f'echo "{LEFT}"; cd "$0" && find . -mindepth 1 | sort; exit $rc'
     )
-    as_root = [] if os.geteuid() == 0 else ["--map-root-user"]  # an unprivileged user mounts in its own namespace
-    return ["unshare", "--mount", *as_root, "sh", "-c", script, folder]
+    return [*UNSHARE, "sh", "-c", script, folder]
 
 
 def left_in(stdout: str) -> list[str]:
@@ -114,3 +127,22 @@ def test_a_short_write_of_torch_save_on_a_full_disk_is_told_as_a_full_disk(tmp_p
     assert result.returncode == 1, result.stderr[-3000:]
     assert result.stderr.startswith(f"error: the disk holding {out} is full"), result.stderr[-3000:]
     assert "unexpected pos" in result.stderr
+
+
+def test_a_full_disk_other_than_the_output_dirs_is_not_blamed_on_it(tmp_path):
+    """A run writes elsewhere too (the fp32 ONNX export to a temporary folder, caches): the error named output_dir's
+    disk, which may have gigabytes free."""
+    out, elsewhere = tmp_path / "run", tmp_path / "scratch"
+    out.mkdir()
+    code = (
+        "import sys\n"
+        "from shared.errors import exit_on_cli_error\n"
+        "from shared.training import full_disk_is_one_error\n"
+        "with exit_on_cli_error(), full_disk_is_one_error(sys.argv[1]):\n"
+        "    open(sys.argv[2] + '/model.onnx', 'wb').write(b'x' * 2_000_000)\n"
+    )
+    result = run_script([*on_small_disk(str(elsewhere), "1M"), sys.executable, "-c", code, str(out), str(elsewhere)])
+
+    # The error names no file (a write, not an open, met ENOSPC), and output_dir's disk has room: no disk is named.
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert result.stderr.startswith("error: a disk the run writes to is full: [Errno 28]"), result.stderr[-3000:]

@@ -136,6 +136,9 @@ def test_setfit_resumes_its_body_bit_identical(tiny_sentence_transformer, data_a
     assert state["global_step"] == 6 and state["train_batch_size"] == training.per_device_train_batch_size
     assert weights_hash(stopped) == weights_hash(tmp_path / "whole")
     assert resumed["metrics"] == whole["metrics"]
+    # It went on from step 3: a run started over from the same seed would end as the whole one does, too.
+    pairs = resumed["method_details"]["pairs_seen"], whole["method_details"]["pairs_seen"]
+    assert pairs[0] == pytest.approx(pairs[1] / 2, rel=0.1), pairs
     another_method = replace(training_args, resume_from_checkpoint=str(stopped / "checkpoint-3"))
     with pytest.raises(InputError, match="was written by setfit_fewshot, not by full_finetune"):
         run_method("full_finetune", tiny_sentence_transformer, data_args, another_method)

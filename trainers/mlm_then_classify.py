@@ -263,10 +263,10 @@ def adapt_encoder(
         return math.exp(loss)
 
     before = perplexity()
+    output = run_training(trainer, {"method": METHOD, "phase": "mlm"}, checkpoint)
+    after = perplexity()
+    logger.info("masked-LM perplexity on held-out text: %.2f before, %.2f after", before, after)
     with full_disk_is_one_error(encoder_dir):
-        output = run_training(trainer, {"method": METHOD, "phase": "mlm"}, checkpoint)
-        after = perplexity()
-        logger.info("masked-LM perplexity on held-out text: %.2f before, %.2f after", before, after)
         save_final_model(trainer, encoder_dir)
     return Adaptation(
         encoder=encoder_dir,

@@ -75,20 +75,15 @@ from shared.results import build_results, count_parameters
 from shared.setfit_head import save_portable_head
 from shared.setfit_loss import DistinctTextsCosineSimilarityLoss
 from shared.training import (
-    RESUME_HINT,
-    TrainingGuard,
     check_checkpoint_fits,
-    check_finite,
     check_finite_probabilities,
-    check_room_first,
     early_stopping,
     early_stopping_summary,
-    freed_memory_reused,
     full_disk_is_one_error,
+    guarded,
     keep_logs_in,
     max_length_for,
     start_run,
-    stop_on_signals,
 )
 
 METHOD = "setfit_fewshot"
@@ -213,32 +208,27 @@ def main(
     stopping = early_stopping(training_args, BODY_METRIC)
     # Multi-label heads (and setfit's pair sampler) take each text's labels as 0/1 per label.
     data = with_multi_hot_labels(splits) if multi_label else splits
-    guard = TrainingGuard({"method": METHOD})
     with mixed_precision_while_built(training_args):
         trainer = setfit.Trainer(
             model=model,
             args=setfit_training_arguments(training_args, setfit_args),
             train_dataset=data["train"],
             eval_dataset=data["validation"],  # drawn into pairs only when --eval_strategy asks for evaluations
-            callbacks=[guard, PairShare(), *stopping],
+            callbacks=[PairShare(), *stopping],
         )
     check_launch(trainer)
     resume_body_from(trainer, checkpoint, training_args)
-    guard.read_grad_norms_of(trainer.st_trainer.accelerator)
-    check_room_first(trainer.st_trainer, training_args.export_onnx)
     # setfit's Trainer.train() in its two steps: the body on every process (data-parallel when launched on
     # several), then the head on the main process only.
     train = trainer.dataset_to_parameters(data["train"])
     validation = trainer.dataset_to_parameters(data["validation"])
     is_main = trainer.st_trainer.is_world_process_zero()
     start = time.perf_counter()
-    with stop_on_signals(guard), freed_memory_reused(), full_disk_is_one_error(training_args.output_dir):
+    with guarded(trainer.st_trainer, {"method": METHOD}, training_args.export_onnx):
         trainer.train_embeddings(*train, *validation)
         if is_main:
             trainer.train_classifier(*train)
     runtime = time.perf_counter() - start
-    guard.raise_if_stopped(training_args.output_dir, RESUME_HINT)
-    check_finite(body)
     if not is_main:
         logger.info("process %d: body trained; the main process trains the head, saves and publishes", rank(trainer))
         return None
