@@ -140,9 +140,9 @@ def free_bytes(folder: str) -> int:
 def room_left(folder: str) -> str:
     """What the disk holding `folder` has left, as the error says it: bytes, and whether another file fits (a disk
     can run out of the entries that files take before it runs out of bytes)."""
-    stats = os.statvfs(_nearest_existing(folder))
-    files_full = stats.f_files > 0 and stats.f_favail == 0
-    return f"{size(free_bytes(folder))} free" + (", but no room for another file" if files_full else "")
+    return f"{size(free_bytes(folder))} free" + (
+        ", but no room for another file" if _no_room_for_files(folder) else ""
+    )
 
 
 def same_disk(a: str, b: str) -> bool:
@@ -172,8 +172,14 @@ def _named_path(err: BaseException) -> str | None:
 
 
 def _nearly_full(folder: str) -> bool:
+    return free_bytes(folder) < STATE_FILES or _no_room_for_files(folder)
+
+
+def _no_room_for_files(folder: str) -> bool:
+    """Whether the disk holding `folder` has run out of the entries that files take (a filesystem without a fixed
+    number of them reports none at all)."""
     stats = os.statvfs(_nearest_existing(folder))
-    return free_bytes(folder) < STATE_FILES or (stats.f_files > 0 and stats.f_favail == 0)
+    return stats.f_files > 0 and stats.f_favail == 0
 
 
 def out_of_space(err: BaseException, folder: str) -> bool:

@@ -33,6 +33,13 @@ TOKEN = "hf_TestTokenThatMustNeverBeWritten1234567"
 USER, ORG = "alice", "test-org"
 
 
+# A job that a non-interactive shell starts in the background (as CI may run the suite) ignores SIGINT, and every
+# process it starts inherited that: the Ctrl-C tests saw runs that could not be stopped. The suite takes SIGINT as a
+# terminal's command does, and the processes it starts get the default back when they exec.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 @pytest.fixture(scope="session")
 def tiny_encoders(tmp_path_factory) -> dict[str, str]:
     """One tiny random encoder per family, saved as a local pretrained checkpoint."""
@@ -198,19 +205,9 @@ def run_script(args: list[str], env: dict | None = None, timeout: int = 600, bac
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false", **(env or {})}
     if background:
         return subprocess.Popen(
-            args, cwd=ROOT, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            preexec_fn=as_from_a_terminal,
-        )  # fmt: skip
-    return subprocess.run(
-        args, cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout, preexec_fn=as_from_a_terminal
-    )
-
-
-def as_from_a_terminal() -> None:
-    """preexec_fn: SIGINT as a command started from a terminal has it. A job that a non-interactive shell starts in
-    the background (as CI may run the suite) ignores SIGINT, every process it starts inherits that, and a test of
-    Ctrl-C then saw a run that could not be stopped."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+            args, cwd=ROOT, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+    return subprocess.run(args, cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout)
 
 
 def accelerate_launch(

@@ -9,7 +9,7 @@ import time
 
 import psutil
 
-from conftest import ROOT, as_from_a_terminal, free_port, predict_in_fresh_process, setfit_predict_in_fresh_process
+from conftest import ROOT, free_port, predict_in_fresh_process, setfit_predict_in_fresh_process
 
 METHODS = ["full_finetune", "freeze_layers", "setfit_fewshot", "mlm_then_classify"]
 
@@ -27,7 +27,6 @@ def test_reduced_demo_writes_the_report_the_chart_and_four_loadable_models_then_
              "--setfit_model", tiny_sentence_transformer, "--output_dir", str(out), "--launch", "1"],
             cwd=ROOT, stdout=out_file, stderr=err_file,
             env={**os.environ, "PYTHONUNBUFFERED": "1", "GRADIO_SERVER_PORT": str(free_port())},
-            preexec_fn=as_from_a_terminal,
         )  # fmt: skip
         try:
             deadline = time.monotonic() + 600
